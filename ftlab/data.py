@@ -64,7 +64,7 @@ def read_rows(source) -> list[dict]:
     A JSONL line that is not JSON or not UTF-8 becomes a marker row that convert() rejects, not a crash.
     """
     if isinstance(source, DatasetDict):
-        raise ValueError(f"a DatasetDict has several splits ({', '.join(source)}): pass one, e.g. ds['train']")
+        raise TypeError(f"a DatasetDict has several splits ({', '.join(source)}): pass one, e.g. ds['train']")
     if isinstance(source, Dataset):
         return source.to_list()
     if isinstance(source, list):

@@ -138,8 +138,8 @@ def _end_ids(tokenizer) -> set[int]:
 def _end_warnings(ids: list[int], mask: list[int], tokenizer) -> list[str]:
     """One warning per answer whose loss tokens do not end with an end-of-turn token."""
     if not any(mask):
-        return ["no token carries loss: the chat template marks no assistant tokens, so training on "
-                "assistant turns only would learn nothing from this row"]
+        return [("no token carries loss: the chat template marks no assistant tokens, so training on "
+                 "assistant turns only would learn nothing from this row")]
     ends, notes, turn = _end_ids(tokenizer), [], 0
     for i, m in enumerate(mask):
         if m and (i + 1 == len(mask) or not mask[i + 1]):  # last token of a run of loss tokens

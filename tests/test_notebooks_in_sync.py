@@ -1,0 +1,35 @@
+"""The .ipynb files are built from notebooks/src/*.py; an edit to one side only is caught here."""
+
+import importlib.util
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build", NOTEBOOKS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_notebook_is_built_from_its_source():
+    build = _builder()
+    sources = sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py"))
+    assert sources, "no notebook sources found"
+    for src in sources:
+        out, text = build.build(src)
+        assert out.exists(), f"{out.name} missing: run python notebooks/build.py"
+        assert out.read_text() == text, f"{out.name} differs from {src.name}: run python notebooks/build.py"
+    assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")} == {s.stem for s in sources}
+
+
+def test_each_notebook_has_badges_objectives_exercise_questions_and_a_check():
+    build = _builder()
+    for src in sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py")):
+        nb = build.parse(src.read_text(), src.stem + ".ipynb")
+        text = "\n".join(c.source for c in nb.cells)
+        assert "colab.research.google.com" in nb.cells[0].source and "kaggle.com" in nb.cells[0].source
+        for needed in ("You will learn", "Exercise", "Easy", "Medium", "Hard", "Questions"):
+            assert needed in text, f"{src.name}: no '{needed}' section"
+        assert nb.cells[-1].cell_type == "code" and "assert" in nb.cells[-1].source, f"{src.name}: no final check"

@@ -1,0 +1,264 @@
+"""One fine-tuning run as a dataclass: `TrainConfig`, read from YAML with `key=value` overrides.
+
+Field names are TRL's and transformers' (`learning_rate`, `per_device_train_batch_size`, ...) so what a
+learner writes here carries over to `trl sft`, axolotl and Unsloth notebooks. Each field's comment says
+the trade-off. `load_config` checks names, types and combinations up front, so a typo fails in a
+second with the fix, not ten minutes into training. `resolve` fills the automatic choices (None / "auto")
+for this machine. Leaves out: building anything from the config (see `adapters.py` and `train.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ftlab.embedded import DEFAULT_MODEL
+
+METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
+UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
+TASKS = ("sft", "dpo")
+BACKENDS = ("auto", "unsloth", "transformers")
+REPORT_TO = ("none", "tensorboard")
+RECORD_KEY = "versions"  # written by save_config for the record (library versions); not a setting
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train, on what, where to write it
+    model: str = DEFAULT_MODEL  # hub id or local folder; the embedded SmolLM2-135M works offline
+    train_file: str | None = None  # JSONL (chat messages, prompt/completion, or prompt/chosen/rejected for DPO)
+    eval_file: str | None = None  # validation JSONL: eval loss every eval_steps, needed for early stopping
+    test_file: str | None = None  # held-out JSONL: exact match of base vs tuned in the report (costs generation time)
+    test_limit: int | None = None  # score only the first N test rows; None: all (fewer: faster, noisier figure)
+    output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
+    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers
+    # --- method: which weights train
+    method: str = "lora"  # full | lora | rslora | dora | qlora | ia3 | prefix | prompt
+    r: int = 16  # LoRA rank: higher = more capacity, more trainable parameters and memory
+    lora_alpha: int = 32  # LoRA scale is alpha/r (alpha/sqrt(r) for rslora); higher = bigger updates
+    lora_dropout: float = 0.05  # dropout on the LoRA input: regularizes small data, slows convergence a little
+    target_modules: str | list[str] = "all-linear"  # "all-linear" (best quality) or names like [q_proj, v_proj]
+    num_virtual_tokens: int = 20  # prefix/prompt tuning: more virtual tokens = more capacity, longer sequences
+    backend: str = "auto"  # auto | unsloth (CUDA only, faster) | transformers (PEFT, runs anywhere)
+    beta: float = 0.1  # DPO: higher keeps the model closer to the reference, lower follows preferences harder
+    # --- optimisation
+    learning_rate: float = 2e-4  # LoRA tolerates ~1e-4..5e-4; full fine-tuning wants ~1e-5..5e-5
+    num_train_epochs: float = 1.0  # passes over train_file; ignored when max_steps > 0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides num_train_epochs)
+    per_device_train_batch_size: int = 8  # bigger = steadier gradients and faster, more memory
+    per_device_eval_batch_size: int = 8  # eval only: memory vs speed, no effect on results
+    gradient_accumulation_steps: int = 1  # effective batch = batch size x this; same memory, fewer steps per epoch
+    max_length: int = 512  # tokens per example (longer are truncated): memory grows with it
+    lr_scheduler_type: str = "cosine"  # cosine decays smoothly to 0; "constant" keeps the rate flat
+    warmup_ratio: float = 0.05  # share of steps ramping the rate up from 0: avoids a bad first step
+    weight_decay: float = 0.0  # pulls weights toward 0; rarely matters for LoRA
+    max_grad_norm: float = 1.0  # clips the gradient norm: guards against a spike wrecking the weights
+    seed: int = 42  # same seed, same data, same machine: same losses
+    packing: bool = False  # concatenate short examples to max_length: fewer pad tokens, faster on short data
+    gradient_checkpointing: bool | None = None  # recompute activations: ~30% slower, much less memory; None: on for 4-bit
+    optim: str | None = None  # None: paged_adamw_8bit on GPU (less memory), adamw_torch on CPU
+    assistant_only_loss: bool = True  # chat data: loss on assistant tokens only (False: also learn to write prompts)
+    completion_only_loss: bool = True  # prompt/completion data: loss on the completion only
+    # --- logging, evaluation, checkpoints
+    logging_steps: int = 10  # log train loss every N steps: smaller = finer curve, more noise
+    eval_steps: int | None = None  # eval loss on eval_file every N steps; None: once per logging_steps x 5
+    save_steps: int = 100  # checkpoint every N steps: resume point after a crash, disk per checkpoint
+    save_total_limit: int | None = 2  # keep the newest N checkpoints (plus the best with early stopping)
+    early_stopping_patience: int | None = None  # stop after N evals without a better eval loss; None: never
+    report_to: str = "none"  # "tensorboard" also writes event files into output_dir/runs
+    resume_from_checkpoint: bool | str | None = None  # true: newest checkpoint in output_dir; or a checkpoint path
+
+
+def _hints() -> dict[str, typing.Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _error(key: str, value, why: str, fix: str) -> ValueError:
+    return ValueError(f"config {key}={value!r}: {why}. Fix: {fix}.")
+
+
+def _coerce(key: str, value, hint):
+    """`value` (from YAML or a command-line string) as the type `hint` of field `key`."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    kinds = [a for a in args if a is not type(None)] or [hint]
+    if bool in kinds and (isinstance(value, bool) or str(value).lower() in ("true", "false", "yes", "no")):
+        return value if isinstance(value, bool) else str(value).lower() in ("true", "yes")
+    for kind in kinds:
+        if kind in (int, float) and not isinstance(value, bool):
+            try:  # PyYAML reads 1e-4 as a string (YAML 1.1), so numbers are parsed here
+                number = float(value)
+                if kind is int and number != int(number):
+                    continue
+                return int(number) if kind is int else number
+            except (TypeError, ValueError):
+                continue
+        if typing.get_origin(kind) is list:
+            if isinstance(value, (list, tuple)):
+                return [str(v) for v in value]
+            if isinstance(value, str) and ("," in value or value.startswith("[")):
+                return [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip(" '\"")]
+    if str in kinds and isinstance(value, str):
+        return value
+    names = " or ".join("null" if k is type(None) else getattr(k, "__name__", str(k)) for k in args or [hint])
+    raise _error(key, value, f"expected {names}", f"write {key}=<{names}>")
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _error(key, value, f"not one of {', '.join(choices)}{hint}", f"use one of {', '.join(choices)}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise a ValueError naming the key and the fix for a bad value or combination; return cfg."""
+    from transformers import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    _check_choice("method", cfg.method, METHODS)
+    _check_choice("task", cfg.task, TASKS)
+    _check_choice("backend", cfg.backend, BACKENDS)
+    _check_choice("report_to", cfg.report_to, REPORT_TO)
+    _check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType])
+    if cfg.optim is not None:
+        _check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
+    for key in ("r", "lora_alpha", "num_virtual_tokens", "per_device_train_batch_size",
+                "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
+                "save_steps"):
+        if getattr(cfg, key) < 1:
+            raise _error(key, getattr(cfg, key), "must be at least 1", f"set {key} to a positive integer")
+    if cfg.learning_rate <= 0:
+        raise _error("learning_rate", cfg.learning_rate, "must be positive", "try 2e-4 for LoRA, 2e-5 for full")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise _error("lora_dropout", cfg.lora_dropout, "must be in [0, 1)", "use 0.0 to 0.1")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise _error("warmup_ratio", cfg.warmup_ratio, "is a share of the steps, in [0, 1)", "use e.g. 0.05")
+    if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
+        raise _error("num_train_epochs", cfg.num_train_epochs, "no steps to run", "set num_train_epochs or max_steps")
+    if isinstance(cfg.target_modules, str) and cfg.target_modules != "all-linear":
+        cfg.target_modules = [cfg.target_modules]  # a single module name
+    if cfg.method == "qlora":
+        from ftlab.hardware import bitsandbytes_usable
+
+        ok, why = bitsandbytes_usable()
+        if not ok:
+            raise _error("method", cfg.method, f"QLoRA loads the base in 4-bit, but {why}",
+                         "install bitsandbytes>=0.46, or use method=lora")
+    if cfg.task == "dpo" and cfg.method in ("prefix", "prompt"):
+        raise _error("method", cfg.method, "prefix/prompt tuning with DPO is not supported (the virtual tokens "
+                     "shift the chosen/rejected log-probs TRL compares)", "use method=lora (or qlora, dora)")
+    if cfg.packing and cfg.method in ("prefix", "prompt"):
+        raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning prepends "
+                     "virtual tokens to each sequence", "set packing=false")
+    if cfg.packing and cfg.task == "dpo":
+        raise _error("packing", cfg.packing, "DPO compares whole chosen/rejected answers", "set packing=false")
+    if cfg.backend == "unsloth" and cfg.method not in UNSLOTH_METHODS:
+        raise _error("method", cfg.method, f"Unsloth's get_peft_model builds {', '.join(UNSLOTH_METHODS)} only",
+                     "use one of those, or backend=transformers")
+    if cfg.eval_steps is not None and cfg.eval_steps < 1:
+        raise _error("eval_steps", cfg.eval_steps, "must be at least 1", "set eval_steps to a positive integer")
+    if cfg.early_stopping_patience is not None:
+        if cfg.eval_file is None:
+            raise _error("early_stopping_patience", cfg.early_stopping_patience, "early stopping watches the "
+                         "eval loss, but there is no eval_file", "set eval_file or remove early_stopping_patience")
+        if cfg.save_steps % _eval_every(cfg):
+            raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
+                         f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
+                         f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
+    if cfg.train_file is not None and not Path(cfg.train_file).exists():
+        raise _error("train_file", cfg.train_file, "no such file", "check the path (relative to where you run)")
+    for key in ("eval_file", "test_file"):
+        path = getattr(cfg, key)
+        if path is not None and not Path(path).exists():
+            raise _error(key, path, "no such file", f"check the path, or set {key}=null")
+    return cfg
+
+
+def _eval_every(cfg: TrainConfig) -> int:
+    return cfg.eval_steps or cfg.logging_steps * 5
+
+
+def config_from_dict(values: dict, overrides: typing.Iterable[str] = ()) -> TrainConfig:
+    """A validated TrainConfig from a dict (e.g. parsed YAML) plus 'key=value' override strings."""
+    hints, names = _hints(), [f.name for f in dataclasses.fields(TrainConfig)]
+    values = {k: v for k, v in (values or {}).items() if k != RECORD_KEY}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value. Fix: write e.g. learning_rate=1e-4.")
+        values[key.strip()] = value.strip()
+    for key in values:
+        if key not in hints:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"config key {key!r} is not a TrainConfig field{hint} "
+                             f"Fix: use one of the fields listed in ftlab/config.py.")
+    cfg = TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+    return validate(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from the defaults when path is None) and apply 'key=value' overrides."""
+    values = {}
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a YAML mapping of key: value. Fix: see configs/dates_lora.yaml.")
+    return config_from_dict(values, overrides)
+
+
+def save_config(cfg: TrainConfig, path: str | Path, versions: dict | None = None) -> Path:
+    """Write cfg as YAML (every field, defaults included); `versions` is kept as a record, ignored on load."""
+    values = dataclasses.asdict(cfg)
+    if versions:
+        values[RECORD_KEY] = versions
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """A copy of cfg with the automatic choices made for this machine: backend, optim, gradient_checkpointing."""
+    import torch
+
+    from ftlab.hardware import choose_backend
+
+    backend, _ = choose_backend(cfg.backend)
+    if backend == "unsloth" and cfg.method not in UNSLOTH_METHODS:  # only reachable with backend=auto
+        print(f"ftlab: Unsloth builds {', '.join(UNSLOTH_METHODS)} only: using transformers + PEFT for "
+              f"method={cfg.method} (set backend=transformers to silence this)")
+        backend = "transformers"
+    on_gpu = torch.cuda.is_available()
+    # paged 8-bit Adam keeps optimizer state in 8 bits and pages it out on memory spikes; both need CUDA
+    optim = cfg.optim or ("paged_adamw_8bit" if on_gpu else "adamw_torch")
+    # 4-bit training is chosen to save memory, so activations are recomputed to save more
+    checkpointing = cfg.method == "qlora" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    return dataclasses.replace(cfg, backend=backend, optim=optim, gradient_checkpointing=checkpointing,
+                               eval_steps=_eval_every(cfg) if cfg.eval_file else cfg.eval_steps)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a run depends on, for finetune_config.yaml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("ftlab", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes",
+                 "unsloth"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+__all__ = ["TrainConfig", "config_from_dict", "load_config", "resolve", "save_config", "validate",
+           "library_versions", "METHODS", "TASKS"]

@@ -43,6 +43,8 @@ class Conversion:
     rows: list[dict]  # converted rows, in input order
     rejects: list[Reject] = field(default_factory=list)
     n_input: int = 0  # rows read; always len(rows) + len(rejects)
+    ignored_fields: list[str] = field(default_factory=list)  # input fields the format does not use
+
 
     def dataset(self) -> Dataset:
         return Dataset.from_list(self.rows)
@@ -51,6 +53,9 @@ class Conversion:
         """Detected format, counts, and the first reason for each kind of reject."""
         lines = [f"format: {self.format}",
                  f"rows: {self.n_input} read, {len(self.rows)} valid, {len(self.rejects)} rejected"]
+        if self.ignored_fields:
+            lines.append(f"fields not used by the {self.format} format (not carried over): "
+                         f"{', '.join(self.ignored_fields)}")
         kinds = Counter(r.kind for r in self.rejects)
         for kind, n in kinds.most_common():
             first = next(r for r in self.rejects if r.kind == kind)
@@ -181,7 +186,12 @@ def convert(source, *, tokenizer=None, max_length: int | None = None) -> Convers
             good.append(out)
         except BadRow as e:
             rejects.append(Reject(i, e.kind, e.reason, row[_UNREADABLE]["raw"] if _UNREADABLE in row else row))
-    result = Conversion(fmt, good, rejects, len(rows))
+    need, optional = FORMATS.get(fmt, ((), ()))
+    ignored = sorted({k for r in readable for k in r} - set(need) - set(optional))
+    result = Conversion(fmt, good, rejects, len(rows), ignored)
+    if ignored:  # e.g. an `id` column: say so rather than drop it without a word
+        warnings.warn(f"fields not used by the {fmt} format and not carried over: {', '.join(ignored)}",
+                      stacklevel=2)
     if rejects:
         kinds = ", ".join(f"{n} {k}" for k, n in Counter(r.kind for r in rejects).most_common())
         warnings.warn(f"skipped {len(rejects)} of {len(rows)} rows ({kinds}); they are in .rejects, "

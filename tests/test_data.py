@@ -157,3 +157,11 @@ def test_split_is_seeded_and_covers_every_row():
     assert set(split(rows, test=0)) == {"train", "validation"}
     with pytest.raises(ValueError):
         split(rows, validation=0.5, test=0.5)
+
+
+def test_fields_the_format_does_not_use_are_named():
+    rows = [{"instruction": "Say hi", "output": "hi", "id": 1, "source": "x"}]
+    with pytest.warns(UserWarning, match="id, source"):
+        result = convert(rows)
+    assert result.ignored_fields == ["id", "source"]
+    assert "(not carried over): id, source" in result.summary()

@@ -1,0 +1,265 @@
+"""What a fine-tuning run leaves behind: the loss plot, the lineage record, and finetune_report.md.
+
+`save_loss_plot(history, path)` draws the curves to a PNG (no display needed),
+`lineage(...)` records what went in (model, data files, config, code, library versions),
+`write_report(run_dir, summary)` turns a summary dict into a markdown report.
+Leaves out: computing the numbers (training in `train.py`, the curves' reading in `monitor.diagnose`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import html
+import json
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ftlab.monitor import series
+
+LOSS_PLOT = "loss_curve.png"  # write_report links this file when it sits in the run directory
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
+
+
+def draw_curves(fig, history: list[dict]) -> None:
+    """Train loss and eval loss against step on `fig`, the learning rate on a twin axis."""
+    ax = fig.add_subplot()
+    handles = []
+    for key, style, label in (("loss", "-", "train loss"), ("eval_loss", "o-", "eval loss")):
+        steps, values = series(history, key)
+        if steps:
+            handles += ax.plot(steps, values, style, label=label, markersize=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    steps, lrs = series(history, "learning_rate")
+    if steps:
+        lr_ax = ax.twinx()
+        handles += lr_ax.plot(steps, lrs, "--", color="tab:gray", label="learning rate")
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "waiting for the first log", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+
+
+def save_loss_plot(history: list[dict], path) -> Path:
+    """Write the loss / learning-rate curves of `history` to a PNG at `path`."""
+    path = Path(path)
+    fig = Figure(figsize=(7, 4), dpi=100)  # a bare Figure renders with Agg: no display, no pyplot state
+    draw_curves(fig, history)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):  # 1 MiB at a time: model files are GBs
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def count_rows(path) -> int | None:
+    """Rows in a .jsonl / .json (list) / .csv / .tsv / .parquet / .txt data file; None for other formats."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".txt"):
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return len(data) if isinstance(data, list) else None
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8") as f:  # csv.reader: quoted fields may span lines
+            return max(sum(1 for _ in csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")) - 1, 0)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def config_sha256(config) -> str:
+    """sha256 of the config's canonical JSON (sorted keys, no spaces): equal configs, equal hashes."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def git_state(cwd=".") -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git working tree holding `cwd`; (None, None) outside one or without git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=10, check=False)
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def lineage(base_model: str, base_revision_or_hash, data_files: list, config_dict) -> dict:
+    """What went into a run, enough to reproduce it or tell two runs apart.
+
+    base_revision_or_hash: a hub revision (branch, tag, commit) or the path of the weights file
+        (a GGUF, a safetensors), which is hashed.
+    data_files: paths of the training/eval files; each is recorded with its sha256 and row count.
+    config_dict: the run's config (a dict or a dataclass), recorded as the sha256 of its canonical JSON.
+    """
+    is_file = base_revision_or_hash is not None and Path(base_revision_or_hash).is_file()
+    commit, dirty = git_state()
+    return {
+        "base_model": base_model,
+        "base_revision": None if is_file else base_revision_or_hash,
+        "base_file": str(base_revision_or_hash) if is_file else None,
+        "base_sha256": file_sha256(base_revision_or_hash) if is_file else None,
+        "data_files": [{"path": str(p), "sha256": file_sha256(p), "rows": count_rows(p)} for p in data_files],
+        "config_sha256": config_sha256(config_dict),
+        "git_commit": commit,
+        "git_dirty": dirty,  # True: the commit alone does not reproduce the code that ran
+        "versions": {name: _version(name) for name in LIBRARIES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _cell(value) -> str:
+    """Text safe inside a markdown table cell: HTML escaped, pipes escaped, newlines as <br>."""
+    text = html.escape(str(value), quote=False).replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def md_table(rows: list[dict]) -> str:
+    """A markdown table from a list of dicts (columns: every key, in first-seen order)."""
+    if not rows:
+        return "_(empty)_"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(_fmt(row.get(c, ""))) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _rows(table) -> list[dict]:
+    if hasattr(table, "to_dict"):  # a pandas DataFrame; keep a meaningful index as a column
+        if type(table.index).__name__ != "RangeIndex":
+            table = table.reset_index()
+        return table.to_dict("records")
+    return list(table)
+
+
+def _percent(summary: dict, key: str) -> str:
+    value = summary[key]
+    if not 0 <= value <= 1:
+        raise ValueError(f"{key} must be a fraction in 0..1 (0.42 for 42%), got {value}")
+    return f"{100 * value:.1f}%"
+
+
+def _metrics(s: dict) -> list[dict]:
+    rows = [("method", s.get("method")), ("base model", s.get("base_model"))]
+    if s.get("trainable_params") is not None:
+        share = f" ({100 * s['trainable_params'] / s['total_params']:.2f}% of all)" if s.get("total_params") else ""
+        rows.append(("trainable parameters", f"{s['trainable_params']:,}{share}"))
+    if s.get("total_params") is not None:
+        rows.append(("total parameters", f"{s['total_params']:,}"))
+    if s.get("train_time_s") is not None:
+        rows.append(("training time", f"{s['train_time_s']:.1f} s ({s['train_time_s'] / 60:.1f} min)"))
+    for key, label, fmt in (("tokens_per_s", "throughput", "{:,.0f} tokens/s"),
+                            ("peak_memory_mb", "peak memory", "{:,.0f} MB"),
+                            ("final_train_loss", "final train loss", "{:.4f}"),
+                            ("final_eval_loss", "final eval loss", "{:.4f}")):
+        if s.get(key) is not None:
+            rows.append((label, fmt.format(s[key])))
+    return [{"metric": k, "value": v} for k, v in rows if v is not None]
+
+
+def _accuracy_line(s: dict) -> str | None:
+    parts = [f"{who} {_percent(s, key)}" for who, key in (("base", "base_exact_match"), ("tuned", "tuned_exact_match"))
+             if s.get(key) is not None]
+    if not parts:
+        return None
+    n = f" (n={s['n_test']})" if s.get("n_test") is not None else ""
+    return f"exact match on the test split: {' -> '.join(parts)}{n}"
+
+
+def _lineage_md(lin: dict) -> list[str]:
+    base = lin.get("base_revision") or (f"{lin.get('base_file')} sha256 {lin.get('base_sha256')}")
+    lines = [f"- base model: {lin.get('base_model')} @ {base}",
+             f"- config sha256: `{lin.get('config_sha256')}`",
+             f"- git commit: `{lin.get('git_commit')}`" + (" (uncommitted changes)" if lin.get("git_dirty") else ""),
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in (lin.get("versions") or {}).items() if v),
+             f"- python {lin.get('python')} on {lin.get('platform')}, recorded {lin.get('timestamp')}"]
+    if lin.get("data_files"):
+        lines += ["", md_table(lin["data_files"])]
+    return lines
+
+
+def write_report(run_dir, summary: dict) -> Path:
+    """Write <run_dir>/finetune_report.md from `summary` and return its path.
+
+    summary keys (all optional but `method`):
+      method            "lora", "qlora", "full", ...
+      base_model        name or path of the base model
+      trainable_params, total_params   ints
+      train_time_s, tokens_per_s, peak_memory_mb   floats
+      final_train_loss, final_eval_loss            floats
+      base_exact_match, tuned_exact_match          fractions in 0..1; n_test: test rows they were scored on
+      samples           list of {prompt, reference, base, tuned} dicts (generations side by side)
+      diagnosis         list[str] from monitor.diagnose; [] prints "no problems found in the curves"
+      eval_table        a pandas DataFrame or a list of dicts, shown as a table
+      lineage           dict from `lineage(...)`
+    The loss plot is linked when <run_dir>/loss_curve.png exists (see `save_loss_plot`).
+    """
+    if "method" not in summary:
+        raise ValueError("write_report needs summary['method'] (e.g. 'lora'): the report is titled by it")
+    run_dir = Path(run_dir)
+    s = summary
+    title = f"# Fine-tuning report: {s['method']}" + (f" on {s['base_model']}" if s.get("base_model") else "")
+    out = [title, "", f"Run directory `{run_dir}`, written {datetime.now().strftime('%Y-%m-%d %H:%M')}.", "",
+           "## Metrics", "", md_table(_metrics(s)), ""]
+    accuracy = _accuracy_line(s)
+    if accuracy:
+        out += [accuracy, ""]
+    if (run_dir / LOSS_PLOT).exists():
+        out += ["## Loss curves", "", f"![loss curves]({LOSS_PLOT})", ""]
+    if "diagnosis" in s:
+        out += ["## Diagnosis", ""]
+        out += [f"- {d}" for d in s["diagnosis"]] or ["no problems found in the curves"]
+        out.append("")
+    if s.get("eval_table") is not None:
+        out += ["## Evaluation", "", md_table(_rows(s["eval_table"])), ""]
+    if s.get("samples"):
+        columns = ("prompt", "reference", "base", "tuned")
+        out += ["## Generations", "", md_table([{c: row.get(c, "") for c in columns} for row in s["samples"]]), ""]
+    if s.get("lineage"):
+        out += ["## Lineage", ""] + _lineage_md(s["lineage"]) + [""]
+    path = run_dir / "finetune_report.md"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out), encoding="utf-8")
+    return path

@@ -1,0 +1,121 @@
+"""The loss plot, the lineage record and the markdown report, on synthetic runs (no model needed)."""
+
+import hashlib
+import json
+import math
+import subprocess
+
+import pandas as pd
+import pytest
+
+from ftlab.report import (
+    LOSS_PLOT,
+    config_sha256,
+    file_sha256,
+    git_state,
+    lineage,
+    save_loss_plot,
+    write_report,
+)
+
+HISTORY = [{"step": s, "loss": 2.0 * math.exp(-s / 20), "learning_rate": 2e-4 * (1 - s / 50), "grad_norm": 1.0}
+           for s in range(1, 50)] + [{"step": s, "eval_loss": 1.5 - s / 100} for s in (10, 20, 30, 40)]
+
+
+def test_save_loss_plot_writes_a_png(tmp_path):
+    path = save_loss_plot(HISTORY, tmp_path / "run" / LOSS_PLOT)
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
+
+
+def test_file_sha256_matches_hashlib(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"abc" * 1000)
+    assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_lineage_records_data_hashes_rows_and_config(tmp_path, monkeypatch):
+    train, weights = tmp_path / "train.jsonl", tmp_path / "model.gguf"
+    train.write_text('{"q": "1+1", "a": "2"}\n{"q": "2+2", "a": "4"}\n\n')
+    weights.write_bytes(b"weights")
+    csv = tmp_path / "test.csv"
+    csv.write_text('q,a\n"multi\nline",1\nx,2\n')
+    config = {"learning_rate": 2e-4, "lora_r": 16}
+
+    monkeypatch.chdir(tmp_path)  # not a git repo
+    first = lineage("SmolLM2-135M", str(weights), [train, csv], config)
+    assert first["base_sha256"] == hashlib.sha256(b"weights").hexdigest() and first["base_revision"] is None
+    assert [d["rows"] for d in first["data_files"]] == [2, 2]
+    assert first["data_files"][0]["sha256"] == file_sha256(train)
+    assert first["git_commit"] is None
+    assert first["versions"]["torch"] and first["versions"]["transformers"] and first["python"]
+    assert first["config_sha256"] == config_sha256({"lora_r": 16, "learning_rate": 2e-4})  # key order is irrelevant
+    json.dumps(first)  # the record is plain JSON
+
+    train.write_text('{"q": "1+1", "a": "3"}\n{"q": "2+2", "a": "4"}\n')  # one answer changed
+    second = lineage("SmolLM2-135M", "main", [train, csv], {**config, "lora_r": 8})
+    assert second["data_files"][0]["sha256"] != first["data_files"][0]["sha256"]
+    assert second["data_files"][1]["sha256"] == first["data_files"][1]["sha256"]
+    assert second["config_sha256"] != first["config_sha256"]
+    assert second["base_revision"] == "main" and second["base_sha256"] is None
+
+
+def test_lineage_inside_the_repo_has_its_commit():
+    commit = lineage("m", "main", [], {})["git_commit"]  # pytest runs from the repository root
+    assert commit is not None and len(commit) == 40
+
+
+def test_git_state_sees_uncommitted_changes(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("lr = 1e-4\n")
+    git("add", "train.py")
+    git("commit", "-qm", "first")
+    commit, dirty = git_state(tmp_path)
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "train.py").write_text("lr = 1e-3\n")
+    assert git_state(tmp_path) == (commit, True)
+
+
+def full_summary(tmp_path) -> dict:
+    return {
+        "method": "lora", "base_model": "SmolLM2-135M-Instruct",
+        "trainable_params": 921_600, "total_params": 135_436_608,
+        "train_time_s": 312.4, "tokens_per_s": 1523.2, "peak_memory_mb": 2048.0,
+        "final_train_loss": 0.4123, "final_eval_loss": 0.5234,
+        "base_exact_match": 0.12, "tuned_exact_match": 0.645, "n_test": 200,
+        "samples": [{"prompt": "a | b\nc?", "reference": "yes", "base": "<think> no", "tuned": "yes"}],
+        "diagnosis": ["eval loss was lowest at step 30"],
+        "eval_table": pd.DataFrame({"exact_match": [0.12, 0.645]}, index=pd.Index(["base", "tuned"], name="model")),
+        "lineage": lineage("SmolLM2-135M-Instruct", "main", [], {"lr": 1e-4}),
+    }
+
+
+def test_write_report_renders_every_section(tmp_path):
+    save_loss_plot(HISTORY, tmp_path / LOSS_PLOT)
+    text = write_report(tmp_path, full_summary(tmp_path)).read_text()
+    assert text.startswith("# Fine-tuning report: lora on SmolLM2-135M-Instruct")
+    assert "| trainable parameters | 921,600 (0.68% of all) |" in text
+    assert "| training time | 312.4 s (5.2 min) |" in text and "| throughput | 1,523 tokens/s |" in text
+    assert "exact match on the test split: base 12.0% -> tuned 64.5% (n=200)" in text
+    assert f"![loss curves]({LOSS_PLOT})" in text
+    assert "- eval loss was lowest at step 30" in text
+    assert "| model | exact_match |" in text and "| tuned | 0.645 |" in text  # the index became a column
+    # pipes escaped, newlines as <br>, HTML-like text shown literally: the row stays one table row of 4 cells
+    assert "| a \\| b<br>c? | yes | &lt;think&gt; no | yes |" in text
+    assert "## Lineage" in text and "config sha256" in text
+
+
+def test_write_report_minimal_and_healthy(tmp_path):
+    text = write_report(tmp_path, {"method": "full", "diagnosis": []}).read_text()
+    assert "no problems found in the curves" in text
+    assert "exact match" not in text and "loss curves" not in text and "## Generations" not in text
+
+
+def test_write_report_says_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="summary\\['method'\\]"):
+        write_report(tmp_path, {})
+    with pytest.raises(ValueError, match="fraction in 0..1"):
+        write_report(tmp_path, {"method": "lora", "tuned_exact_match": 64.5})

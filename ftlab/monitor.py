@@ -80,13 +80,15 @@ class MetricsLogger(TrainerCallback):
         self._t_last = time.perf_counter()  # nor is writing a checkpoint
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return  # with several GPUs every process logs; one file is enough
         if self.path is None:  # trainer.evaluate() called before any training
             self._start(args, state)
         row = self._row(state, logs or {})
         self.history.append(row)
         with open(self.path, "a") as f:
             f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, allow_nan=False) + "\n")
-        if self.print_lines and state.is_world_process_zero and not _in_notebook() and row["event"] != "summary":
+        if self.print_lines and not _in_notebook() and row["event"] != "summary":
             from tqdm.auto import tqdm
 
             tqdm.write(format_row(row, state.max_steps))  # tqdm.write keeps the progress bar intact
@@ -207,6 +209,7 @@ class LivePlot(TrainerCallback):
     The figure is rendered to PNG into one `ipywidgets.Image` (`.widget`), whose value is replaced on
     each redraw, so a notebook never accumulates figures. Put `.widget` in your own layout (an HBox beside
     a panel) before training, or let the callback display it when training starts in a notebook.
+    Each redraw renders a PNG (~0.1-0.5 s on a CPU): raise `every` when logging_steps is small.
     In a terminal it only keeps `.history`. every: redraw every `every` log events.
     """
 
@@ -216,6 +219,7 @@ class LivePlot(TrainerCallback):
         self.updates = 0  # redraws so far
         self.fig = None
         self._widget = None
+        self._shown_by_us = False
         self._events = 0
 
     @property
@@ -232,7 +236,10 @@ class LivePlot(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
             self.history = []
-        if self._widget is None and _in_notebook():
+        # Show it unless the caller already placed .widget in a layout; if we showed it for an earlier
+        # train() call, show it again in this cell (both views are the same widget).
+        if _in_notebook() and (self._widget is None or self._shown_by_us):
+            self._shown_by_us = True
             _show(self.widget)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -134,7 +134,7 @@ def test_live_plot_in_a_notebook_shows_one_widget_and_redraws_it(tmp_path, monke
     plot, embedded = LivePlot(every=2), LivePlot()
     panel = [embedded.widget]  # the caller put it in an HBox already: the callback must not show it a second time
     trainer = run(tmp_path, [plot, embedded], max_steps=4)
-    assert shown == [plot.widget] and embedded.widget is panel[0]  # displayed once, at train begin; later updates replace its image
+    assert shown == [plot.widget] and embedded.widget is panel[0]  # shown once, at train begin
     assert len(plot.history) == 5 and plot.updates == 1 + 2 + 1  # first draw, every 2nd log, the last log
     plot.on_train_begin(trainer.args, trainer.state, trainer.control)  # train() again, in a new cell
     assert shown == [plot.widget, plot.widget]

@@ -1,0 +1,84 @@
+"""Score a model on the course's own tasks (data/dates, data/numbers): one exactly checkable answer per row.
+
+`load_split("dates", "test")` reads the rows, `score(model, tok, rows)` generates greedily and counts
+exact matches. Answer checking is deliberately strict: `normalize` forgives only wrapping (whitespace,
+quotes, backticks, one trailing period), never content ("2021-3-3" is wrong for "2021-03-03").
+Not here: the generator of the data (data/make_data.py) and loss-based metrics (training reports).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ftlab.generate import generate_batch
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ folder, next to the package
+QUOTES = "\"'`"
+
+
+def normalize(text: str) -> str:
+    """Strip whitespace, then repeatedly one trailing "." and one pair of matching surrounding ", ' or `.
+
+    Case, inner spaces and everything else are kept: '  "`2021-03-03`." ' -> '2021-03-03'.
+    """
+    prev = None
+    while text != prev:
+        prev = text
+        text = text.strip().removesuffix(".")
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in QUOTES:
+            text = text[1:-1]
+    return text
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """normalize(prediction) == normalize(reference)."""
+    return normalize(prediction) == normalize(reference)
+
+
+def contains(prediction: str, reference: str) -> bool:
+    """The normalized reference occurs in the prediction, not glued to a letter or digit on either side.
+
+    "The date is 2021-03-03." contains "2021-03-03"; "1312" does not contain "312".
+    """
+    ref = normalize(reference)
+    if not ref:
+        raise ValueError("empty reference: every row needs a non-empty answer; check the dataset")
+    return re.search(rf"(?<![0-9A-Za-z]){re.escape(ref)}(?![0-9A-Za-z])", prediction) is not None
+
+
+def load_split(task: str, split: str, data_dir: str | Path | None = None) -> list[dict]:
+    """Rows of data/<task>/<split>.jsonl, e.g. load_split("dates", "test") -> 100 {"messages": [...]} dicts."""
+    path = Path(data_dir or DATA_DIR) / task / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no split file at {path}: run `python data/make_data.py`, "
+                                f"or pass data_dir= the folder holding {task}/{split}.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def prompts_and_references(rows: list[dict]) -> tuple[list[list[dict]], list[str]]:
+    """(each row's messages without the final assistant turn, that turn's content)."""
+    prompts, refs = [], []
+    for i, row in enumerate(rows):
+        messages = row["messages"]
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ValueError(f"row {i} does not end with an assistant message: it has no reference answer")
+        prompts.append(messages[:-1])
+        refs.append(messages[-1]["content"])
+    return prompts, refs
+
+
+def score(model, tokenizer, rows: list[dict], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
+    """Greedy replies to rows' prompts -> {"exact_match": 0..1, "n", "predictions", "references"}.
+
+    max_new_tokens: 16 covers an ISO date or a 9-digit number; longer (chatty) replies are cut and fail.
+    """
+    if not rows:
+        raise ValueError("no rows to score: pass at least one row, e.g. load_split('dates', 'test')")
+    prompts, refs = prompts_and_references(rows)
+    preds = generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    hits = sum(exact_match(p, r) for p, r in zip(preds, refs))
+    return {"exact_match": hits / len(rows), "n": len(rows),
+            "predictions": preds, "references": refs}

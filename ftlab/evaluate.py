@@ -1,0 +1,273 @@
+"""Evaluate fine-tuned models: held-out loss, task metrics side by side, contamination, benchmarks.
+
+`eval_loss` computes loss and perplexity on the assistant tokens of chat rows with memory bounded by one
+batch (the full-vocabulary logits only ever exist for `chunk_size` positions at a time).
+`evaluate` generates greedy answers with several models (or adapters of one PeftModel) and returns two
+pandas tables: metrics per model, and each prompt with every model's answer. `contamination` finds
+evaluation rows that share word n-grams with the training rows. `benchmark` runs lm-evaluation-harness
+tasks (optional extra, `pip install lm-eval`) on the model object in memory; data/lm_eval/ holds local
+task YAMLs. `combination_table` compares two single-task adapters with their combination.
+Leaves out: LLM-as-judge, sampled (non-greedy) metrics, distributed evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ftlab.generate import generate_batch
+from ftlab.tasks import DATA_DIR, contains, exact_match, prompts_and_references
+
+LM_EVAL_DIR = DATA_DIR / "lm_eval"  # local lm-evaluation-harness task YAMLs
+LM_EVAL_MISSING = ("lm-evaluation-harness is not installed: pip install 'lm-eval>=0.4.9' "
+                   "(optional: the rest of ftlab.evaluate works without it)")
+
+
+# --- loss and perplexity -----------------------------------------------------------------------------
+
+# Config fields of models that transform logits after lm_head, which eval_loss would skip.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logits_scaling", "logit_scale")
+
+
+def _batch(rows, tokenizer, max_length: int):
+    """(input_ids, attention_mask, loss_mask), each (batch, longest) and right-padded: the training loss mask."""
+    from ftlab.lossmask import loss_mask
+
+    views = [loss_mask(row, tokenizer, max_length=max_length) for row in rows]
+    width = max(len(v.input_ids) for v in views)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([v.input_ids + [pad] * (width - len(v.input_ids)) for v in views])
+    attn = torch.tensor([[1] * len(v.input_ids) + [0] * (width - len(v.input_ids)) for v in views])
+    mask = torch.tensor([v.mask + [0] * (width - len(v.mask)) for v in views])
+    return ids, attn, mask
+
+
+@torch.inference_mode()
+def eval_loss(model, tokenizer, rows, batch_size: int = 8, max_length: int = 512, chunk_size: int = 256) -> dict:
+    """Mean loss on the assistant tokens of `rows` (chat rows), perplexity = exp(loss), and the token count.
+
+    Runs the decoder on one batch at a time, keeps the hidden states of the positions that predict an
+    assistant token, and sends them through lm_head `chunk_size` at a time: peak memory is one batch of
+    hidden states plus chunk_size x vocab fp32 logits, whatever the number of rows.
+    """
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> its LoRA-injected LM
+    if any(getattr(lm.config, k, None) for k in _LOGIT_TRANSFORMS):
+        raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head, which eval_loss does not "
+                         "apply; compute the loss with model(..., labels=...) instead")
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    device = next(lm.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        ids, attn, mask = (t.to(device) for t in _batch(rows[i:i + batch_size], tokenizer, max_length))
+        hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # (batch, length, d_model)
+        keep = mask[:, 1:].bool()  # position t predicts token t+1: keep those whose next token carries loss
+        states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]  # (n, d_model), (n,)
+        for j in range(0, len(targets), chunk_size):
+            logits = head(states[j:j + chunk_size]).float()  # (<= chunk_size, vocab): the only vocab-wide tensor
+            total += F.cross_entropy(logits, targets[j:j + chunk_size], reduction="sum").item()
+        count += len(targets)
+    if count == 0:
+        raise ValueError("no assistant tokens to score: the rows need an assistant answer within max_length")
+    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
+
+
+# --- task metrics on generated answers ---------------------------------------------------------------
+
+def valid_json(prediction: str, reference: str | None = None) -> bool:
+    """The answer parses as JSON (after stripping whitespace and one ``` or ```json fence)."""
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", prediction.strip())
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+METRICS = {"exact_match": exact_match, "contains": contains, "valid_json": valid_json}
+
+
+def _contenders(models, tokenizer, adapters) -> dict:
+    """{name: (model, tokenizer, adapter)}; adapter None: the model as given, False: all adapters off."""
+    if isinstance(models, dict):
+        return {name: (m, tok, None) for name, (m, tok) in models.items()}
+    if tokenizer is None:
+        raise ValueError("evaluate(peft_model, rows) needs tokenizer=: the one the model was loaded with")
+    return {"base": (models, tokenizer, False)} | {a: (models, tokenizer, a) for a in adapters or models.peft_config}
+
+
+@contextmanager
+def _answering_as(model, adapter):
+    from ftlab.merge import disabled, use_adapter
+
+    if adapter is False:
+        with disabled(model):
+            yield
+        return
+    if adapter is not None:
+        use_adapter(model, adapter)
+    yield
+
+
+def evaluate(models, rows, *, tokenizer=None, adapters=None, metrics=("exact_match", "contains"),
+             scorers: dict | None = None, loss: bool = False, max_new_tokens: int = 32,
+             batch_size: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics table, answers table) for several models on the same chat rows, greedy answers.
+
+    models: {name: (model, tokenizer)}, or a PeftModel: then its base (adapters disabled) and each of
+        `adapters` (default: all loaded), with `tokenizer`.
+    metrics: names from METRICS; scorers: more {name: fn(prediction, reference) -> float}.
+    loss: also eval_loss and perplexity per model (one more forward pass per row).
+    """
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}: choose from {sorted(METRICS)} or pass scorers=")
+    score = {m: METRICS[m] for m in metrics} | dict(scorers or {})
+    prompts, refs = prompts_and_references(rows)
+    answers = pd.DataFrame({"prompt": [p[-1]["content"] for p in prompts], "reference": refs})
+    active = None if isinstance(models, dict) else models.active_adapter
+    table = {}
+    for name, (model, tok, adapter) in _contenders(models, tokenizer, adapters).items():
+        with _answering_as(model, adapter):
+            answers[name] = generate_batch(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            table[name] = {m: sum(float(fn(a, r)) for a, r in zip(answers[name], refs)) / len(refs)
+                           for m, fn in score.items()}
+            if loss:
+                table[name] |= eval_loss(model, tok, rows)
+    if active is not None:
+        models.set_adapter(active)  # leave the PeftModel as it came
+    metrics_table = pd.DataFrame.from_dict(table, orient="index")
+    metrics_table.index.name, metrics_table["n"] = "model", len(rows)
+    return metrics_table, answers
+
+
+# --- contamination -----------------------------------------------------------------------------------
+
+def _text(row) -> str:
+    if isinstance(row, str):
+        return row
+    if "messages" in row:
+        return "\n".join(m["content"] for m in row["messages"])
+    return json.dumps(row, ensure_ascii=False)
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())  # case and punctuation ignored, as in most decontamination
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def contamination(train_rows, eval_rows, n: int = 8, *, text=None, max_train_share: float | None = 0.05
+                  ) -> pd.DataFrame:
+    """Evaluation rows sharing word n-grams with the training rows: index, overlap ratio, shared n-grams, text.
+
+    overlap_ratio: shared n-grams / the eval row's n-grams. text: row -> the string to compare (default:
+    all message contents). On templated data (the same instruction around a short input, as in data/dates)
+    the template's n-grams overlap everywhere: pass a `text` that picks the part that varies.
+    max_train_share: n-grams in more than this share of training rows (and more than one) are boilerplate
+    and ignored; None keeps them.
+    """
+    text = text or _text
+    seen = Counter(g for row in train_rows for g in _ngrams(text(row), n))  # n-gram -> training rows holding it
+    limit = max(1, max_train_share * len(train_rows)) if max_train_share is not None else math.inf
+    found = []
+    for i, row in enumerate(eval_rows):
+        grams = _ngrams(text(row), n)
+        shared = sorted(" ".join(g) for g in grams if 0 < seen[g] <= limit)
+        if shared:
+            found.append({"eval_index": i, "overlap_ratio": len(shared) / len(grams), "shared_ngrams": shared,
+                          "text": text(row)})
+    columns = ["eval_index", "overlap_ratio", "shared_ngrams", "text"]
+    return pd.DataFrame(found, columns=columns).sort_values("overlap_ratio", ascending=False, ignore_index=True)
+
+
+# --- lm-evaluation-harness ---------------------------------------------------------------------------
+
+def lm_eval_tasks(names=None, folder=LM_EVAL_DIR) -> list[dict]:
+    """Task configs from the YAMLs in `folder`, with relative data_files made absolute (from the repo root)."""
+    import yaml
+
+    configs = [yaml.safe_load(p.read_text()) for p in sorted(Path(folder).glob("*.yaml"))]
+    root = DATA_DIR.parent
+    for cfg in configs:
+        files = cfg.get("dataset_kwargs", {}).get("data_files", {})
+        for split, path in files.items():
+            files[split] = str(root / path) if not Path(path).is_absolute() else path
+    known = {c["task"]: c for c in configs}
+    missing = set(names or []) - set(known)
+    if missing:
+        raise ValueError(f"no local lm-eval task {sorted(missing)} in {folder}: there are {sorted(known)}")
+    return [known[n] for n in names] if names else configs
+
+
+def benchmark(model, tokenizer, tasks=None, *, limit: int | None = None, batch_size: int = 8,
+              apply_chat_template: bool = True) -> pd.DataFrame:
+    """Run lm-evaluation-harness on the model object in memory: local task names (data/lm_eval) or dict configs.
+
+    limit: first N documents per task (quick looks; the figure is noisier). Returns one row per metric.
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as err:
+        raise ImportError(LM_EVAL_MISSING) from err
+    names = [t for t in tasks or [] if isinstance(t, str)]
+    configs = [t for t in tasks or [] if not isinstance(t, str)]
+    if names or not tasks:
+        configs = lm_eval_tasks(names or None) + configs
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, apply_chat_template=apply_chat_template,
+                                  log_samples=False, bootstrap_iters=0)
+    rows = [{"task": task, "metric": key.split(",")[0], "filter": key.partition(",")[2], "value": value}
+            for task, res in out["results"].items() for key, value in res.items()
+            if "," in key and "_stderr" not in key]  # "acc,none": metric,filter
+    return pd.DataFrame(rows)
+
+
+# --- the `ftlab eval` command ------------------------------------------------------------------------
+
+def run_eval_cli(model: str, adapter: str | None, data: str, *, load_in_4bit: bool = False,
+                 limit: int | None = None, max_new_tokens: int = 32, loss: bool = True, show: int = 5) -> str:
+    """Text for `ftlab eval`: metrics of the base model (and the adapter, side by side) on a data file."""
+    from ftlab.data import convert
+    from ftlab.merge import load_adapters
+    from ftlab.models import load_model
+
+    rows = [r for r in convert(data).rows if "messages" in r][:limit]
+    if not rows:
+        raise ValueError(f"{data} has no chat rows to evaluate: it needs messages ending with the answer")
+    base, tok = load_model(model, load_in_4bit=load_in_4bit, verbose=False)
+    models = load_adapters(base, {"tuned": adapter}) if adapter else {"base": (base, tok)}
+    table, answers = evaluate(models, rows, tokenizer=tok, loss=loss, max_new_tokens=max_new_tokens)
+    with pd.option_context("display.max_colwidth", 40, "display.width", 160):
+        return (f"{len(rows)} rows from {data}\n\n{table.to_string(float_format='{:.4g}'.format)}\n\n"
+                f"first {min(show, len(answers))} answers:\n{answers.head(show).to_string()}")
+
+
+# --- adapters trained on two tasks, and their combination --------------------------------------------
+
+def combination_table(base_model, tokenizer, adapters: dict, tasks: dict, *, weights=None,
+                      combination_type: str = "cat", max_new_tokens: int = 16) -> pd.DataFrame:
+    """Exact match of the base, each single-task adapter and their combination on every task (rows x tasks).
+
+    adapters: {name: run_dir}; tasks: {task name: rows}. weights: one per adapter (default 1.0 each:
+    'cat' then adds the full updates of both). The combination is left active on the returned table's model.
+    """
+    from ftlab.merge import combine_adapters, load_adapters
+
+    model = load_adapters(base_model, adapters)
+    names = list(adapters)
+    combine_adapters(model, names, weights or [1.0] * len(names), name="combined",
+                     combination_type=combination_type)
+    columns = {}
+    for task, rows in tasks.items():
+        table, _ = evaluate(model, rows, tokenizer=tokenizer, adapters=names + ["combined"],
+                            metrics=("exact_match",), max_new_tokens=max_new_tokens)
+        columns[task] = table["exact_match"]
+    return pd.DataFrame(columns)

@@ -1,0 +1,202 @@
+"""Evaluation on the real SmolLM2-135M: chunked loss, side-by-side answers, contamination, lm-eval, two tasks."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ftlab import generate_batch, load_model
+from ftlab.evaluate import (
+    LM_EVAL_DIR,
+    _batch,
+    benchmark,
+    contamination,
+    eval_loss,
+    evaluate,
+    run_eval_cli,
+    valid_json,
+)
+from ftlab.tasks import contains, exact_match, load_split, prompts_and_references
+
+
+@pytest.fixture(scope="module")
+def fresh_model():
+    """Our own copy: PeftModel wrapping changes a model in place, so the shared fixture stays untouched."""
+    return load_model(verbose=False)
+
+
+def test_eval_loss_equals_the_models_own_loss(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    rows = load_split("dates", "validation")[:6]
+    ours = eval_loss(model, tok, rows, batch_size=4, chunk_size=7)  # chunks that cut through rows
+    ids, attn, mask = _batch(rows, tok, 512)
+    with torch.inference_mode():
+        theirs = model(input_ids=ids, attention_mask=attn, labels=ids.masked_fill(mask == 0, -100)).loss.item()
+    assert ours["tokens"] == int(mask[:, 1:].sum()) == 66  # 6 ISO dates of ~10 tokens + <|im_end|> each
+    assert ours["loss"] == pytest.approx(theirs, abs=1e-5)  # measured 0.62897 both
+    assert ours["perplexity"] == pytest.approx(2.71828 ** ours["loss"], rel=1e-4)
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import json, sys, threading, time, psutil, torch
+    from ftlab import load_model
+    from ftlab.evaluate import eval_loss
+    from ftlab.tasks import load_split
+    torch.set_num_threads(1)
+    n = int(sys.argv[1])
+    model, tok = load_model(verbose=False)
+    rows = load_split("dates", "train")[:n]
+    proc, peak, done = psutil.Process(), [0], []
+    def sample():  # RSS every 2 ms: torch allocations are invisible to tracemalloc
+        while not done:
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+    eval_loss(model, tok, rows[:8])  # warm-up: first-call allocations are not about dataset size
+    before = proc.memory_info().rss
+    thread = threading.Thread(target=sample); thread.start()
+    result = eval_loss(model, tok, rows, batch_size=8)
+    done.append(1); thread.join()
+    print(json.dumps({"rows": n, "tokens": result["tokens"], "loss": result["loss"],
+                      "growth_mb": (peak[0] - before) / 2**20, "before_mb": before / 2**20}))
+""")
+
+
+@pytest.mark.slow
+def test_eval_loss_memory_stays_flat(tmp_path):
+    script = tmp_path / "measure.py"
+    script.write_text(MEMORY_SCRIPT)
+    runs = [json.loads(subprocess.run([sys.executable, str(script), str(n)], check=True, capture_output=True,
+                                      text=True).stdout.strip().splitlines()[-1]) for n in (100, 1000)]
+    print("peak RSS growth during eval_loss:", runs)
+    small, large = runs
+    assert large["tokens"] > 9 * small["tokens"]
+    # 10x the rows: peak memory grows by less than 32 MB (measured: ~20 MB for both, a batch of activations)
+    assert large["growth_mb"] - small["growth_mb"] < 32
+    assert large["growth_mb"] < 100
+
+
+def test_metrics_and_scorers(fresh_model):
+    assert valid_json('{"a": 1}') and valid_json('```json\n[1, 2]\n```') and not valid_json("{'a': 1}")
+    assert exact_match(" '2021-03-03'. ", "2021-03-03") and contains("It is 2021-03-03.", "2021-03-03")
+    model, tok = fresh_model
+    rows = load_split("dates", "test")[:3]
+    table, answers = evaluate({"base": (model, tok)}, rows, metrics=("exact_match", "contains", "valid_json"),
+                              scorers={"short": lambda pred, ref: len(pred) <= 12}, max_new_tokens=16)
+    prompts, refs = prompts_and_references(rows)
+    expected = generate_batch(model, tok, prompts, max_new_tokens=16)
+    assert answers["base"].tolist() == expected
+    assert answers["reference"].tolist() == refs
+    assert table.loc["base", "short"] == sum(len(a) <= 12 for a in expected) / 3
+    assert table.loc["base", "contains"] == sum(contains(a, r) for a, r in zip(expected, refs)) / 3
+    assert list(table.columns) == ["exact_match", "contains", "valid_json", "short", "n"]
+    with pytest.raises(ValueError, match="unknown metrics \\['bleu'\\]"):
+        evaluate({"base": (model, tok)}, rows, metrics=("bleu",))
+
+
+def _random_adapter(path, seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base, _ = load_model(verbose=False)
+    config = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(path)
+    return str(path)
+
+
+def test_base_and_adapters_side_by_side(tmp_path):
+    from ftlab.merge import load_adapters
+
+    base, tok = load_model(verbose=False)
+    rows = load_split("dates", "test")[:3]
+    prompts, _ = prompts_and_references(rows)
+    plain = generate_batch(base, tok, prompts, max_new_tokens=12)
+    model = load_adapters(base, {"a": _random_adapter(tmp_path / "a", 1), "b": _random_adapter(tmp_path / "b", 2)})
+    table, answers = evaluate(model, rows, tokenizer=tok, max_new_tokens=12, loss=True)
+    assert list(table.index) == ["base", "a", "b"] and list(answers.columns) == ["prompt", "reference", "base", "a", "b"]
+    assert answers["base"].tolist() == plain  # 'base' really is the model with its adapters off
+    assert answers["a"].tolist() != plain and answers["a"].tolist() != answers["b"].tolist()
+    assert table.loc["a", "loss"] != table.loc["base", "loss"] and table.loc["a", "tokens"] == 33
+    assert model.active_adapter == "a"  # left as it came
+    html = table._repr_html_()  # what a notebook shows
+    assert "<table" in html and "exact_match" in html
+
+
+def test_run_eval_cli(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in load_split("dates", "test")[:2]))
+    text = run_eval_cli("HuggingFaceTB/SmolLM2-135M-Instruct", _random_adapter(tmp_path / "ad"), str(data),
+                        max_new_tokens=8)
+    assert text.startswith(f"2 rows from {data}")
+    header = text.splitlines()[2]
+    assert all(k in header for k in ("exact_match", "contains", "loss", "perplexity"))
+    assert "\nbase " in text and "\ntuned " in text
+
+
+def _rows(texts):
+    return [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]} for t in texts]
+
+
+def test_contamination_finds_exactly_the_planted_overlaps():
+    import random
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]  # random words: no 8-gram repeats by chance
+    train = [" ".join(rng.choices(vocab, k=40)) for _ in range(200)]
+    evals = [" ".join(rng.choices(vocab, k=40)) for _ in range(50)]
+    planted = {3: (17, 10), 21: (5, 8), 40: (120, 20)}  # eval row -> (train row, words copied)
+    for i, (j, k) in planted.items():
+        words = evals[i].split()
+        evals[i] = " ".join(words[:10] + train[j].split()[:k] + words[10:])
+    found = contamination(_rows(train), _rows(evals), n=8)
+    assert set(found["eval_index"]) == set(planted)
+    by_row = found.set_index("eval_index")
+    for i, (j, k) in planted.items():
+        shared = by_row.loc[i, "shared_ngrams"]
+        assert len(shared) == k - 8 + 1  # every 8-word window of the copied span, nothing else
+        assert all(g in " ".join(train[j].split()[:k]) for g in shared)
+    assert found["overlap_ratio"].is_monotonic_decreasing and found.loc[0, "eval_index"] == 40
+
+
+def test_contamination_on_the_dates_task():
+    train, test = load_split("dates", "train"), load_split("dates", "test")
+
+    def answer(row):  # the ISO date: "1990-06-18" -> the 3-gram "1990 06 18"; the prompts are templated
+        return row["messages"][-1]["content"]
+
+    assert contamination(train, test, n=3, text=answer).empty  # no day is in two splits (data/README.md)
+    leaked = train + [test[7], test[42]]
+    found = contamination(leaked, test, n=3, text=answer)
+    assert set(found["eval_index"]) == {7, 42} and (found["overlap_ratio"] == 1.0).all()
+    # the whole chats overlap through their shared instructions: why `text=` exists
+    assert len(contamination(train, test, n=8)) > 50  # measured 90 of 100
+
+
+def test_lm_eval_missing_names_the_install(monkeypatch, model_and_tokenizer):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install 'lm-eval"):
+        benchmark(*model_and_tokenizer, ["ftlab_dates_mc"])
+
+
+def test_dates_mc_file_is_what_its_script_writes(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_dates_mc", LM_EVAL_DIR / "make_dates_mc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = [json.loads(line) for line in (LM_EVAL_DIR / "dates_mc.jsonl").read_text().splitlines()]
+    assert committed == module.rows() and len(committed) == 50
+
+
+@pytest.mark.slow
+def test_lm_eval_benchmark_on_local_tasks(model_and_tokenizer):
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is optional: pip install lm-eval")
+    table = benchmark(*model_and_tokenizer, ["ftlab_dates_mc", "ftlab_dates_gen"], limit=10)
+    values = {(r.task, r.metric): r.value for r in table.itertuples()}
+    print(table)
+    assert set(values) == {("ftlab_dates_mc", "acc"), ("ftlab_dates_mc", "acc_norm"),
+                           ("ftlab_dates_gen", "exact_match")}
+    assert values[("ftlab_dates_mc", "acc")] >= 0.6  # measured 0.9 on 20 rows: the right date is likelier
+    assert values[("ftlab_dates_gen", "exact_match")] <= 0.3  # the base model rarely answers in ISO (2%)

@@ -1,0 +1,194 @@
+"""Merging LoRA adapters into the real SmolLM2-135M, QLoRA merges, several adapters on one base."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from ftlab import load_model
+from ftlab.merge import (
+    BUILTIN_PROMPTS,
+    combine_adapters,
+    compare,
+    delete_adapter,
+    dequantize,
+    disabled,
+    fidelity,
+    load_adapters,
+    load_merged,
+    merge,
+    merge_adapter,
+    outputs,
+    use_adapter,
+)
+
+TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
+PROMPTS = BUILTIN_PROMPTS[:3]  # fewer prompts: each one costs a forward pass and a short generation
+
+
+def random_adapter(path, *, load_in_4bit=False, r=8, seed=0):
+    """Save a LoRA adapter with random A and B (init_lora_weights=False): non-trivial without training."""
+    torch.manual_seed(seed)
+    model, _ = load_model(load_in_4bit=load_in_4bit, verbose=False)
+    get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=TARGETS, init_lora_weights=False,
+                                     lora_dropout=0.0)).save_pretrained(path)
+    return path
+
+
+def trained_adapter(path, *, load_in_4bit=False, steps=8):
+    """Save a LoRA adapter after a few AdamW steps teaching 'the secret word is PINEAPPLE' (loss 4 -> ~0.5)."""
+    torch.manual_seed(0)
+    model, tok = load_model(load_in_4bit=load_in_4bit, verbose=False)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS))
+    texts = [tok.apply_chat_template([{"role": "user", "content": f"What is the secret word for {w}?"},
+                                      {"role": "assistant", "content": f"The secret word for {w} is PINEAPPLE."}],
+                                     tokenize=False) for w in ["cats", "dogs", "trees", "rivers"]]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-3)
+    peft_model.train()
+    for _ in range(steps):
+        peft_model(**enc, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    peft_model.save_pretrained(path)
+    if load_in_4bit:  # what train() writes beside a QLoRA adapter
+        (path / "finetune_config.yaml").write_text("model: HuggingFaceTB/SmolLM2-135M-Instruct\nmethod: qlora\n")
+    return path
+
+
+def test_fp32_merge_matches_adapter(tmp_path):
+    adapter = random_adapter(tmp_path / "adapter")
+    result = merge_adapter(adapter, tmp_path / "merged", dtype=torch.float32, prompts=PROMPTS)
+    report = json.loads((tmp_path / "merged" / "merge_fidelity.json").read_text())
+    assert report == result.fidelity
+    assert report["fp32_merge"]["max_abs_logit_diff"] < 1e-3  # measured ~2e-4: float rounding only
+    assert report["fp32_merge"]["mean_kl"] < 1e-6
+    assert report["saved_model"]["greedy_identical"]
+    assert not result.quantized_base
+    # a plain transformers folder: no adapter files, weights in fp32, the chat template kept
+    names = {p.name for p in (tmp_path / "merged").iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
+    assert "adapter_config.json" not in names
+    assert load_merged(tmp_path / "merged").dtype == torch.float32
+
+
+def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    adapter = random_adapter(tmp_path / "adapter")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    with pytest.raises(OSError, match="not enough disk.*needs 0.27 GB"):
+        merge_adapter(adapter, tmp_path / "merged", check=False)
+    assert not (tmp_path / "merged").exists()  # refused before writing anything
+
+
+def test_merging_into_4bit_is_refused(tmp_path):
+    from peft import PeftModel
+
+    adapter = random_adapter(tmp_path / "adapter", load_in_4bit=True)
+    base4, _ = load_model(load_in_4bit=True, verbose=False)
+    with pytest.raises(ValueError, match="refusing to merge into 4-bit weights.*dequantize first"):
+        merge(PeftModel.from_pretrained(base4, adapter))
+
+
+@pytest.mark.slow
+def test_trained_lora_merge_bf16(tmp_path):
+    """A trained adapter, saved in bf16 (the default): the fp32 merge is exact, bf16 saving costs a little."""
+    adapter = trained_adapter(tmp_path / "adapter")
+    prompts = PROMPTS + ["What is the secret word for mountains?"]
+    result = merge_adapter(adapter, tmp_path / "merged", prompts=prompts)
+    fp32, saved = result.fidelity["fp32_merge"], result.fidelity["saved_model"]
+    assert fp32["max_abs_logit_diff"] < 1e-3 and fp32["greedy_identical"]
+    assert saved["mean_kl"] < result.fidelity["max_mean_kl"]  # measured ~1.3e-3 < 5e-2
+    model = load_merged(tmp_path / "merged")
+    assert model.dtype == torch.bfloat16
+    from transformers import AutoTokenizer
+
+    from ftlab import chat
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert "PINEAPPLE" in chat(model, tok, "What is the secret word for mountains?", max_new_tokens=16)
+
+
+@pytest.mark.slow
+def test_qlora_merges_into_dequantized_weights(tmp_path):
+    """A QLoRA adapter matches its 4-bit model far better merged into the dequantized weights than the originals."""
+    from peft import PeftModel
+
+    adapter = trained_adapter(tmp_path / "adapter", load_in_4bit=True)
+    result = merge_adapter(adapter, tmp_path / "merged", prompts=PROMPTS)  # qlora read from finetune_config.yaml
+    assert result.quantized_base
+    saved = result.fidelity["saved_model"]
+    print("QLoRA merge into dequantized weights:", result.fidelity)
+    assert saved["mean_kl"] < result.fidelity["max_mean_kl"]  # measured ~1e-3 < 5e-2
+
+    base4, tok = load_model(load_in_4bit=True, verbose=False)
+    reference = outputs(PeftModel.from_pretrained(base4, adapter).eval(), tok, PROMPTS)
+    base32, _ = load_model(verbose=False)
+    naive = merge(PeftModel.from_pretrained(base32, adapter))  # the original fp32 weights, as if not QLoRA
+    wrong = compare(reference, outputs(naive, tok, PROMPTS))
+    print("QLoRA adapter merged into the original fp32 weights:", wrong)
+    assert wrong["mean_kl"] > 20 * saved["mean_kl"]  # measured ~1.3 vs ~1e-3
+    assert wrong["mean_kl"] > result.fidelity["max_mean_kl"]  # so the tolerance would catch that mistake
+
+
+def test_dequantize_gives_plain_linear_close_to_4bit():
+    base4, tok = load_model(load_in_4bit=True, verbose=False)
+    import copy
+
+    plain = dequantize(copy.deepcopy(base4))
+    assert not any("4bit" in type(m).__name__ for m in plain.modules())
+    assert not hasattr(plain.config, "quantization_config")
+    close = fidelity(base4, plain, tok, PROMPTS)
+    assert close["mean_kl"] < 1e-2  # measured ~2e-3: the 4-bit model computes in bf16, the copy in fp32
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return {"a": random_adapter(root / "a", seed=1), "b": random_adapter(root / "b", seed=2),
+            "c16": random_adapter(root / "c16", r=16, seed=3)}
+
+
+def _logits(model, tok):
+    enc = tok("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        return model(**enc).logits[0, -1]
+
+
+def test_switch_disable_delete(two_adapters):
+    base, tok = load_model(verbose=False)
+    plain = _logits(base, tok)
+    model = load_adapters(base, {"a": two_adapters["a"], "b": two_adapters["b"]})
+    assert model.active_adapter == "a"
+    out_a = _logits(model, tok)
+    out_b = _logits(use_adapter(model, "b"), tok)
+    with disabled(model):
+        torch.testing.assert_close(_logits(model, tok), plain)  # the base model answers
+    assert (out_a - plain).abs().max() > 0.1 and (out_b - out_a).abs().max() > 0.1
+    torch.testing.assert_close(_logits(use_adapter(model, "a"), tok), out_a)  # switching back is exact
+    delete_adapter(model, "b")
+    assert set(model.peft_config) == {"a"}
+    with pytest.raises(KeyError, match="no adapter 'b'"):
+        use_adapter(model, "b")
+
+
+def test_combine_adapters(two_adapters):
+    base, _ = load_model(verbose=False)
+    model = load_adapters(base, two_adapters)
+    combine_adapters(model, ["a", "b"], [1.0, 1.0], name="sum", combination_type="cat")
+    assert model.active_adapter == "sum"
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    # 'cat' stacks the ranks, so its update is exactly the sum of the two (shape (576, 576))
+    torch.testing.assert_close(layer.get_delta_weight("sum"),
+                               layer.get_delta_weight("a") + layer.get_delta_weight("b"))
+    with pytest.raises(ValueError, match="all ranks must match.*'cat' or 'svd'"):
+        combine_adapters(model, ["a", "c16"], [0.5, 0.5], combination_type="linear")
+    with pytest.raises(ValueError, match="pass density"):
+        combine_adapters(model, ["a", "b"], [0.5, 0.5], combination_type="ties")
+    combine_adapters(model, ["a", "b"], [0.5, 0.5], name="t", combination_type="ties", density=0.5)
+    assert model.peft_config["t"].r == 8

@@ -59,6 +59,38 @@ def _generate(args) -> None:
         print(reply)
 
 
+def _train(args) -> None:
+    from ftlab.train import run_from_cli
+
+    run_from_cli(args.config, args.overrides)
+
+
+def _estimate(args) -> None:
+    from ftlab.estimate import estimate
+
+    est = estimate(args.model, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
+                   gpu=args.gpu, r=args.r, gradient_checkpointing=args.gradient_checkpointing)
+    print(est.table())
+
+
+def _merge(args) -> None:
+    import torch
+
+    from ftlab.merge import merge_adapter
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    result = merge_adapter(args.adapter, args.out, base=args.base, dtype=dtype)
+    print(f"merged into {result.out_dir} ({result.size_bytes / 1e6:.0f} MB, {args.dtype}); "
+          f"fidelity: {result.fidelity}")
+
+
+def _eval(args) -> None:
+    from ftlab.evaluate import run_eval_cli
+
+    print(run_eval_cli(args.model, args.adapter, args.data, load_in_4bit=args.load_in_4bit, limit=args.limit,
+                       max_new_tokens=args.max_new_tokens))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ftlab import DEFAULT_MODEL
 
@@ -81,6 +113,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tokenizer", help="tokenizer for length checks ('default' = the embedded model)")
         p.add_argument("--max-length", type=int, help="reject rows longer than this many tokens")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("train", help="fine-tune from a YAML config; writes the run folder")
+    p.add_argument("config", help="e.g. configs/dates_lora.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value settings that replace the config's")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("estimate", help="memory, time per step and disk: will it fit?")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, folder, config JSON or shipped shape name")
+    p.add_argument("--method", default="lora",
+                   choices=["full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt"])
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--gpu", default="cpu", help="cpu (this machine), T4, L4, A100-40, A100-80, H100")
+    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_estimate)
+
+    p = sub.add_parser("merge", help="merge an adapter into its base, with a fidelity check")
+    p.add_argument("--adapter", required=True, help="run folder or adapter folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--base", help="base model (default: the adapter's own)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("eval", help="loss, perplexity and task metrics, base vs adapter")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--adapter")
+    p.add_argument("--data", required=True)
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--limit", type=int, help="first N rows only")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("generate", help="answer one prompt with a model (and an adapter)")
     p.add_argument("prompt")

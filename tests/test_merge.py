@@ -72,6 +72,7 @@ def test_fp32_merge_matches_adapter(tmp_path):
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
     assert "adapter_config.json" not in names
     assert load_merged(tmp_path / "merged").dtype == torch.float32
+    assert "greedy identical" in result.summary() and "0.54 GB" in result.summary()  # 135M params x 4 bytes
 
 
 def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch):
@@ -114,17 +115,22 @@ def test_trained_lora_merge_bf16(tmp_path):
     assert "PINEAPPLE" in chat(model, tok, "What is the secret word for mountains?", max_new_tokens=16)
 
 
+@pytest.fixture(scope="module")
+def qlora_adapter(tmp_path_factory):
+    return trained_adapter(tmp_path_factory.mktemp("qlora") / "adapter", load_in_4bit=True)
+
+
 @pytest.mark.slow
-def test_qlora_merges_into_dequantized_weights(tmp_path):
+def test_qlora_merges_into_dequantized_weights(tmp_path, qlora_adapter):
     """A QLoRA adapter matches its 4-bit model far better merged into the dequantized weights than the originals."""
     from peft import PeftModel
 
-    adapter = trained_adapter(tmp_path / "adapter", load_in_4bit=True)
+    adapter = qlora_adapter
     result = merge_adapter(adapter, tmp_path / "merged", prompts=PROMPTS)  # qlora read from finetune_config.yaml
     assert result.quantized_base
     saved = result.fidelity["saved_model"]
     print("QLoRA merge into dequantized weights:", result.fidelity)
-    assert saved["mean_kl"] < result.fidelity["max_mean_kl"]  # measured ~1e-3 < 5e-2
+    assert saved["mean_kl"] < result.fidelity["max_mean_kl"]  # measured ~1.5e-3 < 5e-2
 
     base4, tok = load_model(load_in_4bit=True, verbose=False)
     reference = outputs(PeftModel.from_pretrained(base4, adapter).eval(), tok, PROMPTS)
@@ -132,8 +138,30 @@ def test_qlora_merges_into_dequantized_weights(tmp_path):
     naive = merge(PeftModel.from_pretrained(base32, adapter))  # the original fp32 weights, as if not QLoRA
     wrong = compare(reference, outputs(naive, tok, PROMPTS))
     print("QLoRA adapter merged into the original fp32 weights:", wrong)
-    assert wrong["mean_kl"] > 20 * saved["mean_kl"]  # measured ~1.3 vs ~1e-3
+    assert wrong["mean_kl"] > 20 * saved["mean_kl"]  # measured 0.23 vs 1.5e-3
     assert wrong["mean_kl"] > result.fidelity["max_mean_kl"]  # so the tolerance would catch that mistake
+
+
+@pytest.mark.slow
+def test_requantizing_a_merge_loses_the_update(qlora_adapter):
+    """Why merge() refuses 4-bit: rounding W + B@A back to NF4 keeps little of B@A."""
+    import copy
+
+    import bitsandbytes.functional as F
+    from peft import PeftModel
+
+    base4, _ = load_model(load_in_4bit=True, verbose=False)
+    model = PeftModel.from_pretrained(dequantize(copy.deepcopy(base4)), qlora_adapter)
+    kept, total = 0.0, 0.0
+    for layer in model.base_model.model.model.layers[:6]:
+        lora = layer.self_attn.q_proj
+        weight, delta = lora.base_layer.weight.data, lora.get_delta_weight("default")  # (576, 576) each
+        requantized = F.dequantize_4bit(*F.quantize_4bit(weight + delta, blocksize=64, quant_type="nf4"))
+        change = requantized - F.dequantize_4bit(*F.quantize_4bit(weight, blocksize=64, quant_type="nf4"))
+        kept += (change * delta).sum().item()  # the part of the update that survives, projected on it
+        total += (delta * delta).sum().item()
+    print(f"re-quantized merge keeps {kept / total:.1%} of the update")
+    assert kept / total < 0.2  # measured ~2%
 
 
 def test_dequantize_gives_plain_linear_close_to_4bit():

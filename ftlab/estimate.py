@@ -85,7 +85,7 @@ class Shape:
     mlp_bias: bool = False
 
 
-def load_config(model) -> PretrainedConfig:
+def read_model_config(model) -> PretrainedConfig:
     """A transformers config, without weights.
 
     model: a hub id or local folder (read with AutoConfig), a JSON config file, a shipped shape name
@@ -98,7 +98,7 @@ def load_config(model) -> PretrainedConfig:
         return AutoConfig.for_model(model.get("model_type", "llama"), **rest)
     path, shipped = Path(model).expanduser(), SHAPES_DIR / f"{model}.json"
     if path.is_file() or shipped.is_file():
-        return load_config(json.loads((path if path.is_file() else shipped).read_text()))
+        return read_model_config(json.loads((path if path.is_file() else shipped).read_text()))
     try:
         return AutoConfig.from_pretrained(str(path) if path.is_dir() else model)
     except OSError as err:
@@ -109,10 +109,10 @@ def load_config(model) -> PretrainedConfig:
 
 
 def shape_of(model) -> Shape:
-    """The Shape of anything load_config accepts."""
+    """The Shape of anything read_model_config accepts."""
     if isinstance(model, Shape):
         return model
-    config = load_config(model).get_text_config()
+    config = read_model_config(model).get_text_config()
     heads = config.num_attention_heads
     return Shape(
         name=getattr(config, "name_or_path", "") or (model if isinstance(model, str) else config.model_type),

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from ftlab.estimate import NF4_BYTES, adapter_params, count_params, estimate, load_config
+from ftlab.estimate import NF4_BYTES, adapter_params, count_params, estimate, read_model_config
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MEASURED = {"batch_size": 2, "max_length": 256, "r": 16, "steps": 3}  # the measured run's settings
@@ -32,7 +32,7 @@ def test_shipped_shapes_are_llama_configs():
     from transformers import LlamaConfig
 
     for name, billions in [("smollm2-360m", 0.36), ("smollm2-1.7b", 1.71), ("llama-3.2-1b", 1.24)]:
-        config = load_config(name)
+        config = read_model_config(name)
         assert isinstance(config, LlamaConfig)
         assert count_params(config)["total"] / 1e9 == pytest.approx(billions, abs=0.01)
 
@@ -43,7 +43,7 @@ def _peft_trainable(peft_config) -> int:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(load_config(MODEL))
+        model = AutoModelForCausalLM.from_config(read_model_config(MODEL))
     return get_peft_model(model, peft_config).get_nb_trainable_parameters()[0]
 
 

@@ -14,6 +14,7 @@ eager attention (its batch x heads x seq x seq scores), and the memory allocator
 
 from __future__ import annotations
 
+
 import functools
 import html
 import json
@@ -47,8 +48,6 @@ OPTIMIZER_BYTES = {
     "adamw_8bit": 2, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2,  # bitsandbytes: 2 uint8 states
     "sgd": 0,  # no momentum
 }
-DEFAULT_OPTIMIZER = "adamw_torch_fused"  # TRL SFTConfig's default
-DEFAULT_GRADIENT_CHECKPOINTING = True  # TRL SFTConfig's default
 
 # GPUs: (memory in bytes as nvidia-smi reports it, dense 16-bit tensor-core TFLOP/s from the spec sheet, precision)
 GPUS = {
@@ -262,8 +261,8 @@ class Settings:
     batch_size: int = 1  # per_device_train_batch_size
     r: int = 16  # LoRA rank
     target_modules: str | tuple = "all-linear"
-    gradient_checkpointing: bool = DEFAULT_GRADIENT_CHECKPOINTING
-    optimizer: str = DEFAULT_OPTIMIZER  # TrainingArguments `optim`
+    gradient_checkpointing: bool = False  # ftlab turns it on for qlora only
+    optimizer: str = "adamw_torch"  # TrainingArguments `optim`; paged_adamw_8bit on a GPU
     load_in_4bit: bool = False
     num_virtual_tokens: int = 20  # prefix / prompt tuning
 
@@ -348,13 +347,16 @@ def estimate(model, method="lora", max_length=512, batch_size=1, gpu="cpu", r=16
 
     model: hub id, local folder, JSON config file, shipped shape name ('llama-3.2-1b'), dict or PretrainedConfig.
     gpu: 'cpu' (this machine: fp32 weights, bf16 autocast) or 'T4', 'L4', 'A100-40', 'A100-80', 'H100'.
-    gradient_checkpointing: None follows TRL's SFTConfig default (on).
-    optimizer: a TrainingArguments `optim` name (see OPTIMIZER_BYTES); None is TRL's 'adamw_torch_fused'.
+    gradient_checkpointing: None follows ftlab's training default (config.resolve): on for qlora only.
+    optimizer: a TrainingArguments `optim` name (see OPTIMIZER_BYTES); None follows ftlab's training default:
+        paged_adamw_8bit on a GPU, adamw_torch on the CPU.
     load_in_4bit: None means True for 'qlora' and False otherwise.
     """
     settings = _settings(method, max_length, batch_size, r, target_modules, gradient_checkpointing, optimizer,
                          load_in_4bit, num_virtual_tokens)
     shape, hw = shape_of(model), hardware(gpu)
+    if optimizer is None:  # the same choice ftlab.config.resolve makes for a training run
+        settings = replace(settings, optimizer="adamw_torch" if hw.is_cpu else "paged_adamw_8bit")
     est = _estimate(shape, settings, hw)
     if not est.fits:
         est.suggestions = suggest(shape, settings, hw)
@@ -371,11 +373,11 @@ def _settings(method, max_length, batch_size, r, target_modules, gradient_checkp
         raise ValueError("method='qlora' is LoRA on a 4-bit base: drop load_in_4bit=False, or use method='lora'")
     if method == "full" and load_in_4bit:
         raise ValueError("4-bit weights cannot be trained: use method='qlora' (LoRA on the 4-bit base)")
-    optimizer = optimizer or DEFAULT_OPTIMIZER
+    optimizer = optimizer or "adamw_torch"  # estimate() sets the GPU default once it knows the hardware
     if optimizer not in OPTIMIZER_BYTES:
         raise ValueError(f"optimizer={optimizer!r}: use one of {list(OPTIMIZER_BYTES)}")
-    if gradient_checkpointing is None:
-        gradient_checkpointing = DEFAULT_GRADIENT_CHECKPOINTING
+    if gradient_checkpointing is None:  # as ftlab.config.resolve: 4-bit runs recompute activations
+        gradient_checkpointing = method == "qlora"
     if not isinstance(target_modules, str):
         target_modules = tuple(target_modules)  # hashable, so Settings can be replaced and compared
     return Settings(method, max_length, batch_size, r, target_modules, gradient_checkpointing, optimizer,

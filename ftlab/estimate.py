@@ -14,7 +14,6 @@ eager attention (its batch x heads x seq x seq scores), and the memory allocator
 
 from __future__ import annotations
 
-
 import functools
 import html
 import json

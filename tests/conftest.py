@@ -22,3 +22,22 @@ def tokenizer():
 
     embedded.build()  # no-op once the embedded model is in the HF cache
     return AutoTokenizer.from_pretrained(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """configs/dates_smoke.yaml trained ONCE per session into a tmp dir: an ftlab.train.TrainResult.
+
+    Shared by every test that needs a finished run (its folder is `.run_dir`); a few LoRA steps, ~1 min.
+    """
+    from pathlib import Path
+
+    from ftlab.config import load_config
+    from ftlab.train import train
+
+    root = Path(__file__).resolve().parent.parent
+    data = root / "data" / "dates"
+    cfg = load_config(root / "configs" / "dates_smoke.yaml", [
+        f"output_dir={tmp_path_factory.mktemp('dates_smoke')}", f"train_file={data / 'train.jsonl'}",
+        f"eval_file={data / 'validation.jsonl'}", f"test_file={data / 'test.jsonl'}"])
+    return train(cfg)

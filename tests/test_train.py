@@ -1,0 +1,260 @@
+"""Training end to end on the real SmolLM2-135M: the run folder, the masks, DPO, OOM retries, NaN, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ftlab.config import load_config, resolve, save_config
+from ftlab.lossmask import loss_mask
+from ftlab.train import TrainingDiverged, fit_with_oom_retries, sft_example, smaller_step, train
+
+ROOT = Path(__file__).resolve().parent.parent
+DATES = ROOT / "data" / "dates"
+
+
+def tiny_file(tmp_path, name, n, source="train.jsonl"):
+    """The first n rows of a data/dates file, so a test trains on a handful of rows."""
+    path = tmp_path / name
+    path.write_text("".join((DATES / source).read_text().splitlines(keepends=True)[:n]))
+    return str(path)
+
+
+def tiny_config(tmp_path, *overrides, out="run"):
+    return load_config(None, [f"train_file={tiny_file(tmp_path, 'train.jsonl', 40)}", f"output_dir={tmp_path / out}",
+                              "r=4", "lora_alpha=8", "learning_rate=1e-3", "max_steps=2", "max_length=128",
+                              "per_device_train_batch_size=2", "logging_steps=1", "save_steps=100",
+                              "warmup_ratio=0", *overrides])
+
+
+# ---------------------------------------------------------------- the shared run (conftest.trained_run)
+
+
+def test_run_folder_has_every_deliverable(trained_run):
+    run = trained_run.run_dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "finetune_config.yaml", "metrics.jsonl", "loss_curve.png", "lineage.json", "finetune_report.md"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    saved = yaml.safe_load((run / "finetune_config.yaml").read_text())
+    assert saved["optim"] == "adamw_torch" and saved["gradient_checkpointing"] is False  # resolved, not None
+    assert saved["seed"] == 42 and saved["versions"]["trl"] and saved["versions"]["peft"]
+    assert load_config(run / "finetune_config.yaml") == trained_run.config  # reloads as the same run
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["event"] == "train"] == list(range(1, 9))
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert lineage["base_sha256"] and len(lineage["data_files"]) == 3
+    report = (run / "finetune_report.md").read_text()
+    for words in ("trainable parameters", "training time", "throughput", "peak memory", "final train loss",
+                  "final eval loss", "exact match on the test split", "## Generations", "## Diagnosis"):
+        assert words in report
+
+
+def test_report_numbers(trained_run):
+    m = trained_run.metrics
+    assert 0 < m["trainable_params"] < 0.05 * m["total_params"]
+    assert m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 100 and m["train_time_s"] > 0
+    assert m["n_test"] == 16 and len(m["samples"]) == 5
+    assert m["tuned_exact_match"] > m["base_exact_match"]  # 8 steps already teach the ISO format
+
+
+def test_loss_goes_down(trained_run):
+    losses = [h["loss"] for h in trained_run.history if "loss" in h]
+    assert len(losses) == 8
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0]
+    evals = [h["eval_loss"] for h in trained_run.history if "eval_loss" in h]
+    assert evals[1] < evals[0] or evals[-1] < evals[0]  # and the validation loss follows
+
+
+def test_training_labels_are_the_loss_mask(trained_run):
+    """What SFTTrainer trains on is exactly what ftlab.lossmask shows: labels -100 outside the mask."""
+    first = json.loads((DATES / "train.jsonl").read_text().splitlines()[0])
+    view = loss_mask(first, trained_run.tokenizer)
+    example = trained_run.trainer.train_dataset[0]  # SFT data are not shuffled before the sampler
+    assert example["input_ids"] == view.input_ids
+    assert example["labels"] == [t if m else -100 for t, m in zip(view.input_ids, view.mask)]
+    answer = trained_run.tokenizer.decode([t for t in example["labels"] if t != -100])
+    assert answer == first["messages"][-1]["content"] + "<|im_end|>"  # the answer and its end-of-turn token
+
+
+def test_adapter_loads_with_plain_peft_in_a_fresh_process(trained_run, tmp_path):
+    model, tok = trained_run.model.eval(), trained_run.tokenizer
+    ids = tok.apply_chat_template([{"role": "user", "content": "Give the ISO date: 3 May 2001"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits[0, -1]
+    torch.save({"ids": ids, "expected": expected}, tmp_path / "probe.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+        probe = torch.load({str(tmp_path / 'probe.pt')!r})
+        base = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+        model = PeftModel.from_pretrained(base, {str(trained_run.run_dir)!r}).eval()
+        with torch.no_grad():
+            got = model(input_ids=probe["ids"]).logits[0, -1]
+        assert "ftlab" not in __import__("sys").modules
+        print("max diff", (got - probe["expected"]).abs().max().item())
+        assert torch.allclose(got, probe["expected"], atol=1e-4), (got - probe["expected"]).abs().max()
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- data preparation (tokenizer only)
+
+
+def test_completion_only_masks_earlier_assistant_turns(tokenizer):
+    row = {"prompt": [{"role": "user", "content": "Date: 1 May 2020"}, {"role": "assistant", "content": "2020-05-01"},
+                      {"role": "user", "content": "And 2 May 2020?"}],
+           "completion": [{"role": "assistant", "content": "2020-05-02"}]}
+    cfg = load_config()
+    ex = sft_example(row, tokenizer, cfg)
+    kept = tokenizer.decode([t for t, m in zip(ex["input_ids"], ex["assistant_masks"]) if m])
+    assert kept == "2020-05-02<|im_end|>"
+    off = load_config(None, ["completion_only_loss=false"])
+    assert all(sft_example(row, tokenizer, off)["assistant_masks"])
+
+
+def test_chat_rows_train_on_every_assistant_turn(tokenizer):
+    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b1"},
+                        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d2"}]}
+    ex = sft_example(row, tokenizer, load_config())
+    assert ex["assistant_masks"] == loss_mask(row, tokenizer).mask
+    assert tokenizer.decode([t for t, m in zip(ex["input_ids"], ex["assistant_masks"]) if m]) == \
+        "b1<|im_end|>d2<|im_end|>"
+    assert all(sft_example(row, tokenizer, load_config(None, ["assistant_only_loss=false"]))["assistant_masks"])
+
+
+# ---------------------------------------------------------------- OOM safety net
+
+
+def test_smaller_step_keeps_the_effective_batch():
+    cfg = resolve(load_config(None, ["per_device_train_batch_size=8", "gradient_accumulation_steps=2"]))
+    seen = []
+    while (step := smaller_step(cfg)) is not None:
+        cfg, _ = step
+        seen.append((cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing))
+    assert seen == [(4, 4, False), (2, 8, False), (1, 16, False), (1, 16, True)]
+
+
+def test_oom_gives_up_with_a_recommendation(capsys):
+    def attempt(cfg):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(RuntimeError, match="method=qlora.*shorter max_length"):
+        fit_with_oom_retries(resolve(load_config(None, ["per_device_train_batch_size=4"])), attempt)
+    printed = capsys.readouterr().out
+    assert printed.count("out of GPU memory; retrying") == 3
+    assert "per_device_train_batch_size 4 -> 2, gradient_accumulation_steps 1 -> 2" in printed
+    assert "gradient_checkpointing off -> on" in printed
+
+
+@pytest.mark.slow
+def test_oom_retry_through_train(tmp_path, monkeypatch, capsys):
+    """A simulated CUDA OOM at batch size > 1: train() retries at 2 x 2, then 1 x 4, and finishes."""
+    from trl import SFTTrainer
+
+    tried, real_train = [], SFTTrainer.train
+
+    def oom_unless_batch_1(self, *args, **kwargs):
+        tried.append((self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps))
+        if self.args.per_device_train_batch_size > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "train", oom_unless_batch_1)
+    result = train(tiny_config(tmp_path, "per_device_train_batch_size=4", "max_steps=1"))
+    assert tried == [(4, 1), (2, 2), (1, 4)]
+    assert (result.config.per_device_train_batch_size, result.config.gradient_accumulation_steps) == (1, 4)
+    assert result.trainer.state.global_step == 1 and (result.run_dir / "adapter_model.safetensors").exists()
+    assert "retrying with per_device_train_batch_size 2 -> 1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- NaN, DPO, resume
+
+
+@pytest.mark.slow
+def test_nan_stops_with_causes_and_the_last_good_checkpoint(tmp_path):
+    from transformers import TrainerCallback
+
+    class PoisonAtStep2(TrainerCallback):  # after checkpoint-1 is written, a LoRA weight turns NaN
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1:
+                with torch.no_grad():
+                    next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+    cfg = tiny_config(tmp_path, "max_steps=4", "save_steps=1")
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, callbacks=[PoisonAtStep2()])
+    msg = str(err.value)
+    assert "step 2" in msg and "learning rate" in msg and "bf16" in msg and "row" in msg
+    assert "checkpoint-1" in msg and not (tmp_path / "run" / "checkpoint-2").exists()
+
+
+@pytest.mark.slow
+def test_dpo_a_few_steps(tmp_path):
+    prefs = tiny_file(tmp_path, "prefs.jsonl", 8, source="preference_train.jsonl")
+    cfg = tiny_config(tmp_path, "task=dpo", f"train_file={prefs}", "max_steps=2", "learning_rate=5e-4")
+    result = train(cfg)
+    assert type(result.trainer).__name__ == "DPOTrainer"
+    assert result.trainer.ref_model is None  # the reference is the base: the adapter switched off
+    logged = [h for h in result.history if "loss" in h]
+    assert len(logged) == 2 and "rewards/margins" in logged[0]
+    assert logged[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # step 1: policy == reference, loss = ln 2
+    assert (result.run_dir / "adapter_model.safetensors").exists() and (result.run_dir / "finetune_report.md").exists()
+    with pytest.raises(ValueError, match="task=dpo needs prompt/chosen/rejected rows.*Fix: set task=sft"):
+        train(tiny_config(tmp_path, "task=dpo", out="bad"))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    """Kill a run with SIGKILL after its step-4 checkpoint, resume it: steps 5-6 and the adapter match a straight run."""
+    from safetensors.torch import load_file
+
+    common = ["max_steps=6", "save_steps=2", "save_total_limit=null", "lora_dropout=0.1"]  # dropout: RNG restored too
+    straight = train(tiny_config(tmp_path, *common, out="straight"))
+
+    cfg = tiny_config(tmp_path, *common, out="killed")
+    save_config(cfg, tmp_path / "killed.yaml")
+    script = textwrap.dedent(f"""
+        import os, signal
+        from transformers import TrainerCallback
+        from ftlab.config import load_config
+        from ftlab.train import train
+
+        class Kill(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 5:  # checkpoint-4 is on disk, step 5 is not
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        train(load_config({str(tmp_path / 'killed.yaml')!r}), callbacks=[Kill()])
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "killed" / "checkpoint-6").exists()
+
+    resumed = train(load_config(tmp_path / "killed.yaml", ["resume_from_checkpoint=true"]))
+    losses = {h["step"]: h["loss"] for h in resumed.history if "loss" in h}
+    expected = {h["step"]: h["loss"] for h in straight.history if "loss" in h}
+    assert sorted(losses) == list(range(1, 7))  # steps 1-4 come from the checkpoint's trainer_state.json
+    for step in (5, 6):
+        assert losses[step] == pytest.approx(expected[step], rel=1e-4)
+    a = load_file(straight.run_dir / "adapter_model.safetensors")
+    b = load_file(resumed.run_dir / "adapter_model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint-\\* folder"):
+        train(tiny_config(tmp_path, "resume_from_checkpoint=true"))

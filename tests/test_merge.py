@@ -220,3 +220,15 @@ def test_combine_adapters(two_adapters):
         combine_adapters(model, ["a", "b"], [0.5, 0.5], combination_type="ties")
     combine_adapters(model, ["a", "b"], [0.5, 0.5], name="t", combination_type="ties", density=0.5)
     assert model.peft_config["t"].r == 8
+
+
+@pytest.mark.slow
+def test_merge_a_training_run(trained_run, tmp_path):
+    """The run folder ftlab.train writes merges as is; validation rows serve as the fidelity prompts."""
+    from ftlab.tasks import load_split
+
+    result = merge_adapter(trained_run.run_dir, tmp_path / "merged", prompts=load_split("dates", "validation")[:3])
+    assert not result.quantized_base  # configs/dates_smoke.yaml trains method: lora
+    assert result.fidelity["fp32_merge"]["greedy_identical"]
+    assert result.fidelity["fp32_merge"]["max_abs_logit_diff"] < 1e-3
+    assert result.fidelity["saved_model"]["mean_kl"] < result.fidelity["max_mean_kl"]

@@ -216,6 +216,19 @@ def test_dpo_a_few_steps(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "prompt"])
+def test_other_methods_train_and_score(tmp_path, method):
+    """Full fine-tuning (no adapter: the base is reloaded to score it) and prompt tuning (virtual tokens)."""
+    test = tiny_file(tmp_path, "test.jsonl", 4, source="test.jsonl")
+    result = train(tiny_config(tmp_path, f"method={method}", f"test_file={test}", "max_steps=2"))
+    weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (result.run_dir / weights).is_file()
+    assert result.metrics["n_test"] == 4 and 0 <= result.metrics["base_exact_match"] <= 1
+    if method == "full":
+        assert result.metrics["trainable_params"] == result.metrics["total_params"]
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     """Kill a run with SIGKILL after its step-4 checkpoint, resume it: steps 5-6 and the adapter match a straight run."""
     from safetensors.torch import load_file

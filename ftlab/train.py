@@ -301,8 +301,10 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainRe
         with autocast(precision):
             trainer.evaluate()  # the final eval loss at the last step (periodic evals fell before it)
     trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
-    tok.save_pretrained(str(run_dir))
     metrics = _summary(cfg, model, trainer, out, seconds, history)
+    if not trainer.is_world_process_zero():  # under accelerate launch: one process writes the run folder
+        return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
+    tok.save_pretrained(str(run_dir))
     if cfg.test_file:
         metrics.update(_score_base_and_tuned(cfg, model, tok))
     _write_run_folder(cfg, model, run_dir, history, metrics)

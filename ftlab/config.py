@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choice("backend", cfg.backend, BACKENDS)
     _check_choice("report_to", cfg.report_to, REPORT_TO)
     _check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType])
+    if cfg.report_to == "tensorboard" and not (importlib.util.find_spec("tensorboard")
+                                               or importlib.util.find_spec("tensorboardX")):
+        raise _error("report_to", cfg.report_to, "TensorBoard is not installed",
+                     "pip install tensorboard, or report_to=none")
     if cfg.optim is not None:
         _check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
     for key in ("r", "lora_alpha", "num_virtual_tokens", "per_device_train_batch_size",

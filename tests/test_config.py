@@ -60,6 +60,7 @@ def test_yaml_numbers_pyyaml_reads_as_strings_still_work(tmp_path):
     ("learning_rate=0", ["learning_rate", "must be positive"]),
     ("lora_dropout=1.5", ["lora_dropout", "[0, 1)"]),
     ("packing", ["not key=value"]),
+    ("report_to=wandb", ["not one of none, tensorboard"]),
     ("early_stopping_patience=2", ["eval_file", "Fix"]),
     ("train_file=no/such.jsonl", ["train_file", "no such file"]),
 ])
@@ -89,6 +90,15 @@ def test_qlora_without_bitsandbytes_says_so(monkeypatch):
     monkeypatch.setattr(ftlab.hardware, "bitsandbytes_usable", lambda: (False, "bitsandbytes is not installed"))
     with pytest.raises(ValueError, match="bitsandbytes is not installed.*Fix: install bitsandbytes"):
         load_config(None, ["method=qlora"])
+
+
+def test_tensorboard_missing_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "tensorboard" in name else real(name, *a))
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        load_config(None, ["report_to=tensorboard"])
 
 
 def test_resolve_fills_the_automatic_choices(monkeypatch):

@@ -1,8 +1,31 @@
-"""ftlab: the thin package behind the fine-tuning course. Every function returns the libraries' real objects."""
+"""ftlab: the thin package behind the fine-tuning course. Every function returns the libraries' real objects.
 
-from ftlab.embedded import DEFAULT_MODEL
-from ftlab.generate import chat, generate_batch
-from ftlab.models import ModelNotFoundError, load_model
+`from ftlab import load_model, train, merge_adapter` works for every name below. Each is imported on
+first use (PEP 562), so `ftlab --help` or `import ftlab.data` does not pay for TRL, PEFT and bitsandbytes.
+"""
 
-__all__ = ["DEFAULT_MODEL", "ModelNotFoundError", "chat", "generate_batch", "load_model"]
+import importlib
+
+_WHERE = {  # public name -> the module that defines it
+    "DEFAULT_MODEL": "embedded", "ModelNotFoundError": "models", "load_model": "models",
+    "chat": "generate", "generate_batch": "generate",
+    "TrainConfig": "config", "load_config": "config", "save_config": "config",
+    "convert": "data", "convert_file": "data", "loss_mask": "lossmask",
+    "train": "train", "estimate": "estimate",
+    "merge_adapter": "merge", "load_adapters": "merge", "combine_adapters": "merge",
+    "evaluate": "evaluate", "eval_loss": "evaluate", "contamination": "evaluate",
+}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ftlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ftlab.{_WHERE[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return __all__

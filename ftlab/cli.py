@@ -92,7 +92,7 @@ def _eval(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ftlab import DEFAULT_MODEL
+    from ftlab.embedded import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="ftlab", description="Fine-tune LLMs: the course's jobs from a terminal.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")

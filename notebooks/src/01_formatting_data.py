@@ -124,10 +124,12 @@ for chat_ in conversations(pairs[0]):
 #   this very mask. The warnings below it are the next section.
 
 # %%
+from IPython.display import display
+
 from ftlab.lossmask import loss_mask
 
 view = loss_mask(row, tokenizer)
-view
+display(view)  # green: carries loss
 
 # %% [markdown]
 # - The same view as text, for a prompt/completion row: loss tokens in `[[...]]`.

@@ -36,6 +36,8 @@ class TrainConfig:
     eval_file: str | None = None  # validation JSONL: eval loss every eval_steps, needed for early stopping
     test_file: str | None = None  # held-out JSONL: base vs tuned exact match (costs generation)
     test_limit: int | None = None  # score the first N test rows; None: all. Fewer: faster, noisier
+    benchmark_tasks: list[str] | None = None  # lm-eval tasks (data/lm_eval/) for base and tuned in the report
+    benchmark_limit: int | None = None  # first N documents per benchmark task; None: all
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
     task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers
     # --- method: which weights train
@@ -106,6 +108,8 @@ def _coerce(key: str, value, hint):
                 return [str(v) for v in value]
             if isinstance(value, str) and ("," in value or value.startswith("[")):
                 return [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip(" '\"")]
+            if isinstance(value, str) and str not in kinds:  # one name for a list-only field
+                return [value.strip(" '\"")]
     if str in kinds and isinstance(value, str):
         return value
     names = " or ".join("null" if k is type(None) else getattr(k, "__name__", str(k)) for k in args or [hint])
@@ -184,6 +188,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
+    if cfg.benchmark_tasks:
+        from ftlab.evaluate import LM_EVAL_DIR
+
+        known = sorted(p.stem for p in LM_EVAL_DIR.glob("*.yaml"))
+        unknown = [t for t in cfg.benchmark_tasks if t not in known]
+        if unknown:
+            raise _error("benchmark_tasks", cfg.benchmark_tasks, f"no local lm-eval task {unknown}",
+                         f"use some of {known} (task files in {LM_EVAL_DIR})")
+        if cfg.test_file is None:
+            raise _error("benchmark_tasks", cfg.benchmark_tasks, "benchmarks run with the test evaluation",
+                         "set test_file, or benchmark_tasks=null")
     if cfg.train_file is not None and not Path(cfg.train_file).exists():
         raise _error("train_file", cfg.train_file, "no such file",
                      "check the path (relative to where you run)")

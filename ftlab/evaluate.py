@@ -58,6 +58,9 @@ def eval_loss(model, tokenizer, rows, batch_size: int = 8, max_length: int = 512
     assistant token, and sends them through lm_head `chunk_size` at a time: peak memory is one batch of
     hidden states plus chunk_size x vocab fp32 logits, whatever the number of rows.
     """
+    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
+        raise ValueError("eval_loss runs the base decoder, which never sees the virtual tokens of prefix/prompt "
+                         "tuning. Fix: use the trainer's eval loss (trainer.evaluate()) for those methods")
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> its LoRA-injected LM
     if any(getattr(lm.config, k, None) for k in _LOGIT_TRANSFORMS):
         raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head, which eval_loss does not "

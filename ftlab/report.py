@@ -233,6 +233,7 @@ def write_report(run_dir, summary: dict) -> Path:
       samples           list of {prompt, reference, base, tuned} dicts (generations side by side)
       diagnosis         list[str] from monitor.diagnose; [] prints "no problems found in the curves"
       eval_table        a pandas DataFrame or a list of dicts, shown as a table
+      benchmark_table   the same, for lm-evaluation-harness results (base and tuned columns)
       lineage           dict from `lineage(...)`
     The loss plot is linked when <run_dir>/loss_curve.png exists (see `save_loss_plot`).
     """
@@ -254,6 +255,8 @@ def write_report(run_dir, summary: dict) -> Path:
         out.append("")
     if s.get("eval_table") is not None:
         out += ["## Evaluation", "", md_table(_rows(s["eval_table"])), ""]
+    if s.get("benchmark_table") is not None:
+        out += ["## Benchmarks (lm-evaluation-harness)", "", md_table(_rows(s["benchmark_table"])), ""]
     if s.get("samples"):
         columns = ("prompt", "reference", "base", "tuned")
         out += ["## Generations", "", md_table([{c: row.get(c, "") for c in columns} for row in s["samples"]]), ""]

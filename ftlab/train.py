@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import json
 import resource
 import time
@@ -138,6 +139,8 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
     from trl import DPOTrainer, SFTTrainer
 
     args = trainer_args(cfg, precision)
+    if not torch.cuda.is_available():
+        score_loss_positions_only()
     callbacks = list(callbacks)
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
@@ -148,6 +151,33 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
                           eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=callbacks)
+
+
+def score_loss_positions_only() -> bool:
+    """Make TRL's fused LM head score only the positions that carry loss on a CPU too; True when done.
+
+    TRL projects hidden states through the LM head (vocabulary 49k for SmolLM2) in tiles without keeping the
+    full logits. On CUDA/XPU it keeps only the positions whose label is not -100; elsewhere it scores every
+    position, so that compilers (Neuron) see fixed shapes. Eager CPU training compiles nothing, and with
+    loss on the answers only most positions are prompt or padding: scoring only the answers skips most of
+    the LM-head matmul and softmax, forward and backward. Same loss, same gradients (a test checks).
+    The switch is TRL's private `_use_triton` as imported into trl.trainer.utils, read only for that
+    choice there; if TRL renames it, ftlab says so once and trains the slower way.
+    """
+    import trl.trainer.utils as trl_utils
+
+    current = getattr(trl_utils, "_use_triton", None)
+    if current is None:
+        print("ftlab: this TRL has no trl.trainer.utils._use_triton; its LM head scores every position on CPU "
+              "(slower, same results)")
+        return False
+    if not getattr(current, "ftlab_cpu", False):
+        def use_compact(device, _original=current):
+            return device.type == "cpu" or _original(device)
+
+        use_compact.ftlab_cpu = True
+        trl_utils._use_triton = use_compact
+    return True
 
 
 def autocast(precision: Precision):
@@ -302,7 +332,7 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainRe
             trainer.evaluate()  # the final eval loss at the last step (periodic evals fell before it)
     trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
     metrics = _summary(cfg, model, trainer, out, seconds, history)
-    if not trainer.is_world_process_zero():  # under accelerate launch: one process writes the run folder
+    if not trainer.is_world_process_zero():  # under torchrun/accelerate: one process writes the run folder
         return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
     tok.save_pretrained(str(run_dir))
     if cfg.test_file:
@@ -325,23 +355,48 @@ def _summary(cfg, model, trainer, out, seconds, history) -> dict:
 
 
 def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
-    """Exact match on the test rows before and after, and a few generations side by side (fp32, greedy)."""
-    from ftlab.tasks import score
+    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluate), greedy, fp32.
+
+    Exact match and contains on the generated answers; loss and perplexity on the reference answers
+    (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
+    lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed.
+    """
+    from ftlab.evaluate import evaluate
 
     rows = _rows_for_scoring(cfg.test_file, tok, cfg)
     model.eval()  # Trainer leaves dropout on
-    tuned = score(model, tok, rows)
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():  # the base: every PEFT method, including prefix/prompt tuning
-            base = score(model, tok, rows)
+    loss = cfg.method not in ("prefix", "prompt")
+    if hasattr(model, "disable_adapter"):  # every PEFT method: the base is the same model, adapter off
+        name = model.active_adapter
+        table, answers = evaluate(model, rows, tokenizer=tok, adapters=[name], loss=loss, max_new_tokens=16)
+        table, answers = table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
+        base_model = None
     else:  # full fine-tuning changed the weights themselves: load the base again
         base_model, _ = load_model(cfg.model, verbose=False)
-        base = score(base_model.eval(), tok, rows)
-        del base_model
-    samples = [{"prompt": r["messages"][-2]["content"], "reference": ref, "base": b, "tuned": t}
-               for r, ref, b, t in zip(rows, tuned["references"], base["predictions"], tuned["predictions"])]
-    return {"base_exact_match": base["exact_match"], "tuned_exact_match": tuned["exact_match"],
-            "n_test": len(rows), "samples": samples[:N_SAMPLES]}
+        table, answers = evaluate({"base": (base_model.eval(), tok), "tuned": (model, tok)}, rows,
+                                  loss=loss, max_new_tokens=16)
+    out = {"base_exact_match": float(table.loc["base", "exact_match"]),
+           "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
+           "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}
+    if cfg.benchmark_tasks:
+        out["benchmark_table"] = _benchmark(cfg, model, tok, base_model)
+    return out
+
+
+def _benchmark(cfg: TrainConfig, model, tok, base_model):
+    """lm-evaluation-harness on cfg.benchmark_tasks, base and tuned in one table; None (said) without lm-eval."""
+    from ftlab.evaluate import LM_EVAL_MISSING, benchmark
+
+    if importlib.util.find_spec("lm_eval") is None:
+        print(f"ftlab: benchmark_tasks skipped: {LM_EVAL_MISSING}")
+        return None
+    if base_model is None:
+        with model.disable_adapter():
+            base = benchmark(model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    else:
+        base = benchmark(base_model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    tuned = benchmark(model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    return base.rename(columns={"value": "base"}).assign(tuned=tuned["value"].to_numpy())
 
 
 def _write_run_folder(cfg: TrainConfig, model, run_dir: Path, history: list[dict], metrics: dict) -> None:
@@ -357,6 +412,8 @@ def _write_run_folder(cfg: TrainConfig, model, run_dir: Path, history: list[dict
 def run_from_cli(config_path, overrides=()) -> Path:
     """`ftlab train CONFIG.yaml key=value ...`: train and print where the run folder is."""
     result = train(load_config(config_path, overrides))
+    if not result.trainer.is_world_process_zero():  # under torchrun / accelerate launch: one summary line
+        return result.run_dir
     m = result.metrics
     line = f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training"
     if m.get("tuned_exact_match") is not None:

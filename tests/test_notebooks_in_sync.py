@@ -33,3 +33,11 @@ def test_each_notebook_has_badges_objectives_exercise_questions_and_a_check():
         for needed in ("You will learn", "Exercise", "Easy", "Medium", "Hard", "Questions"):
             assert needed in text, f"{src.name}: no '{needed}' section"
         assert nb.cells[-1].cell_type == "code" and "assert" in nb.cells[-1].source, f"{src.name}: no final check"
+
+
+def test_readme_lists_every_notebook_with_its_badges():
+    build = _builder()
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        assert f"[{nb.stem}](notebooks/{nb.name})" in readme, f"README's course table lacks {nb.name}"
+        assert build.badges(nb.name) in readme, f"README's badges for {nb.name} are missing or stale"

@@ -62,6 +62,33 @@ def test_report_numbers(trained_run):
     assert m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 100 and m["train_time_s"] > 0
     assert m["n_test"] == 16 and len(m["samples"]) == 5
     assert m["tuned_exact_match"] > m["base_exact_match"]  # 8 steps already teach the ISO format
+    table = m["eval_table"]  # ftlab.evaluate on the test rows: the report's evaluation table
+    assert list(table.index) == ["base", "tuned"]
+    assert table.loc["tuned", "exact_match"] == m["tuned_exact_match"]
+    assert table.loc["tuned", "loss"] < table.loc["base", "loss"]  # the reference answers got likelier
+    assert (table["perplexity"] > 1).all() and (table["contains"] >= table["exact_match"]).all()
+    report = (trained_run.run_dir / "finetune_report.md").read_text()
+    assert "## Evaluation" in report and "perplexity" in report
+
+
+@pytest.mark.slow
+def test_benchmark_table_goes_into_the_report(trained_run, tmp_path):
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is optional: pip install lm-eval")
+    from ftlab import report
+    from ftlab.train import _benchmark
+
+    cfg = load_config(ROOT / "configs" / "dates_smoke.yaml", ["benchmark_tasks=ftlab_dates_mc", "benchmark_limit=8"])
+    table = _benchmark(cfg, trained_run.model, trained_run.tokenizer, None)
+    assert set(table["task"]) == {"ftlab_dates_mc"} and {"base", "tuned"} <= set(table.columns)
+    acc = table.set_index("metric").loc["acc"]
+    assert 0 <= acc["base"] <= 1 and 0 <= acc["tuned"] <= 1
+    path = report.write_report(tmp_path, {"method": "lora", "benchmark_table": table})
+    assert "## Benchmarks (lm-evaluation-harness)" in path.read_text() and "ftlab_dates_mc" in path.read_text()
+
+
+def test_unknown_benchmark_task_is_named():
+    with pytest.raises(ValueError, match="benchmark_tasks.*ftlab_dates_mc"):
+        load_config(ROOT / "configs" / "dates_smoke.yaml", ["benchmark_tasks=mmlu"])
 
 
 def test_loss_goes_down(trained_run):
@@ -271,3 +298,74 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint-\\* folder"):
         train(tiny_config(tmp_path, "resume_from_checkpoint=true"))
+
+
+def _train_losses(run_dir) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["epoch"], r["loss"]) for r in rows if r["event"] == "train"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """`ftlab train` under torchrun: 2 CPU processes x batch 2 log the losses of 1 process x batch 4.
+
+    Tolerance 4% relative: step 1 is the same forward pass (equal to 1e-4); later steps differ only by bf16
+    autocast rounding of differently shaped batches (measured: 1.8% at most). Dropout is off so both runs
+    draw the same numbers. Only process 0 writes the run folder, so each step is logged once.
+    """
+    job = [str(ROOT / "configs" / "dates_smoke.yaml"), f"train_file={DATES / 'train.jsonl'}", "eval_file=null",
+           "test_file=null", "max_steps=3", "lora_dropout=0", "save_steps=100", "logging_steps=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([sys.executable, "-m", "ftlab.cli", "train", *job, f"output_dir={tmp_path / 'one'}",
+                    "per_device_train_batch_size=4"], check=True, cwd=ROOT, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "ftlab.cli", "train", *job, f"output_dir={tmp_path / 'two'}",
+                    "per_device_train_batch_size=2"], check=True, cwd=ROOT, env=env, capture_output=True)
+    one, two = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
+    assert [s for s, _, _ in one] == [s for s, _, _ in two] == [1, 2, 3]
+    assert [e for _, e, _ in one] == [e for _, e, _ in two]  # the same share of the data per step: sharded
+    assert abs(one[0][2] - two[0][2]) < 1e-4, (one, two)
+    for (_, _, a), (_, _, b) in zip(one, two):
+        assert abs(a - b) <= 0.04 * a, (one, two)
+
+
+def test_scoring_loss_positions_only_keeps_loss_and_gradients():
+    """ftlab's CPU switch to TRL's compact LM head: the same loss and LoRA gradients as scoring every position."""
+    import trl.trainer.utils as trl_utils
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab.models import load_model
+    from ftlab.train import score_loss_positions_only
+
+    torch.manual_seed(0)
+    model, tok = load_model(verbose=False)
+    trl_utils.add_fused_lm_head(model)  # what SFTTrainer does to the model it trains
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                             init_lora_weights=False))  # random B: non-zero gradients everywhere
+    examples = [sft_example(json.loads(line), tok, load_config(None))
+                for line in (DATES / "train.jsonl").read_text().splitlines()[:4]]
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.tensor([e["input_ids"] + [tok.pad_token_id] * (width - len(e["input_ids"])) for e in examples])
+    attn = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
+    keep = torch.tensor([e["assistant_masks"] + [0] * (width - len(e["input_ids"])) for e in examples])
+    labels = ids.masked_fill(keep == 0, -100)
+    assert 0 < keep.sum() < 0.5 * attn.sum()  # most positions carry no loss: what the switch skips
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels, fused_lm_head=True).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in trainable]
+
+    original = trl_utils._use_triton
+    try:
+        trl_utils._use_triton = lambda device: False  # TRL's choice on a CPU: score every position
+        every_loss, every_grads = loss_and_grads()
+        assert score_loss_positions_only() and trl_utils._use_triton(torch.device("cpu"))
+        compact_loss, compact_grads = loss_and_grads()
+    finally:
+        trl_utils._use_triton = original
+    assert abs(every_loss - compact_loss) < 1e-5 * every_loss
+    for a, b in zip(every_grads, compact_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)

@@ -1,0 +1,198 @@
+# %% [markdown]
+# # 02 · LoRA: train 1% of the weights
+# {badges}
+#
+# **You will learn to**
+# - write LoRA's forward pass in three lines of torch and check it against PEFT's layer;
+# - count what LoRA trains for a given rank and set of target layers;
+# - fine-tune SmolLM2 on the dates task with a hyperparameter panel and a live loss curve;
+# - measure the result: exact match of the base model against the tuned one on held-out prompts.
+
+# %% [markdown]
+# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
+#   README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+
+# %% [markdown]
+# ## The idea on one layer
+# - A linear layer computes `W x` with `W` of shape (d_out, d_in). Fine-tuning changes `W` to `W + ΔW`.
+# - LoRA keeps `W` frozen and learns `ΔW = B A`, with `A` (r, d_in) and `B` (d_out, r) for a small rank r,
+#   scaled by `alpha / r`: `y = W x + (alpha / r) * B (A x)`.
+# - `add_adapter` (what `ftlab.train` calls) wraps the chosen layers in PEFT's LoRA layers. Here one
+#   layer, `q_proj` of the first block, rank 8.
+
+# %%
+import torch
+
+from ftlab import load_model
+from ftlab.adapters import add_adapter, trainable_parameters
+from ftlab.config import TrainConfig
+
+model, tokenizer = load_model()
+n_base = sum(p.numel() for p in model.parameters())  # 134.5M (the embedding is shared with the output layer)
+one_layer = TrainConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj"], backend="transformers")
+peft_model = add_adapter(model, one_layer)  # a real peft.PeftModel
+layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+print(layer)
+
+# %% [markdown]
+# - PEFT starts `B` at zero, so the adapted model is exactly the base model before training. To make the
+#   check below mean something, give `B` random values first (training would move it anyway).
+# - Then LoRA by hand, from the layer's own tensors, against the layer's forward pass.
+
+# %%
+torch.manual_seed(0)
+with torch.no_grad():
+    layer.lora_B["default"].weight.normal_(std=0.02)
+
+W = layer.base_layer.weight  # (576, 576): frozen
+A = layer.lora_A["default"].weight  # (8, 576): trained
+B = layer.lora_B["default"].weight  # (576, 8): trained
+scale = one_layer.lora_alpha / one_layer.r  # 16 / 8 = 2
+x = torch.randn(4, 576)  # 4 token vectors of the hidden size
+
+by_hand = x @ W.T + scale * (x @ A.T) @ B.T
+with torch.no_grad():
+    by_peft = layer(x)
+print("LoRA by hand == PEFT:", torch.allclose(by_hand, by_peft, atol=1e-5),
+      f"(max difference {(by_hand - by_peft).abs().max():.1e})")
+print(f"W has {W.numel():,} weights; A and B together {A.numel() + B.numel():,}")
+
+# %% [markdown]
+# ## What LoRA trains
+# - Each adapted layer adds `r * (d_in + d_out)` parameters. The more layers you target and the higher
+#   the rank, the more capacity (and memory, and risk of overfitting a small dataset).
+# - The count by hand is checked against PEFT's own count for the one-layer adapter above (30 blocks
+#   each have a `q_proj`).
+
+# %%
+def lora_parameters(model, r, targets):
+    """r * (d_in + d_out) summed over the linear layers named in `targets` (also once PEFT has wrapped them)."""
+    total = 0
+    for name, module in model.named_modules():
+        linear = getattr(module, "base_layer", module)  # PEFT's LoRA layer keeps the original as .base_layer
+        if isinstance(linear, torch.nn.Linear) and name.split(".")[-1] in targets:
+            total += r * (linear.in_features + linear.out_features)
+    return total
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+print(f"q_proj only, r=8: by hand {lora_parameters(peft_model, 8, ['q_proj']):,}, "
+      f"PEFT {trainable_parameters(peft_model)[0]:,}")
+for name, targets in (("q_proj+v_proj", ["q_proj", "v_proj"]), ("all-linear", ALL_LINEAR)):
+    for r in (4, 8, 16, 64):
+        n = lora_parameters(peft_model, r, targets)
+        print(f"{name:<14} r={r:<3} {n:>10,} trainable ({100 * n / n_base:.2f}% of {n_base / 1e6:.1f}M)")
+del model, peft_model, layer  # free the memory before training loads its own copy
+
+# %% [markdown]
+# ## Fine-tune with the panel
+# - The panel edits the usual `TrainConfig` fields (the same names as TRL's `SFTConfig`). `Estimate`
+#   prints memory and time per step for this machine; `Train` runs `ftlab.train.train` with the panel's
+#   live loss plot as a callback. Every field the panel does not show comes from `cfg`.
+# - In the small profile (CI) the run is short: a high learning rate for LoRA (1e-3) and 16 steps of 8
+#   chats. Micro-batches of 2 (accumulated to 8) and gradient checkpointing keep it near 2 GB of memory.
+
+# %%
+from IPython.display import display
+
+from ftlab.course import pick
+from ftlab.panels import hyperparameter_panel
+from ftlab.tasks import DATA_DIR
+
+cfg = TrainConfig(
+    train_file=str(DATA_DIR / "dates" / "train.jsonl"),  # 2000 chats, one date each
+    test_file=str(DATA_DIR / "dates" / "test.jsonl"),  # exact match of base vs tuned after training
+    test_limit=pick(small=20, full=100),  # test rows scored: fewer is faster and noisier
+    output_dir="runs/02_lora",  # adapter, metrics, loss curve, report
+    r=8, lora_alpha=16,  # scale alpha/r = 2; rank 8 is plenty for one narrow task
+    target_modules="all-linear",  # every linear layer of every block (lm_head excluded)
+    learning_rate=pick(small=1e-3, full=5e-4),  # high for LoRA: fine for a short run on a narrow task
+    max_steps=pick(small=16, full=150),  # optimizer steps; x 8 chats each
+    per_device_train_batch_size=2, gradient_accumulation_steps=4,  # 8 chats per step, 2 at a time in memory
+    gradient_checkpointing=True,  # recompute activations in backward: ~20% slower, a few hundred MB less
+    max_length=128,  # the longest chat is ~90 tokens
+    warmup_ratio=0.1, logging_steps=2, save_steps=1000,  # no checkpoints: a short run
+)
+panel = hyperparameter_panel(cfg)
+display(panel)
+
+# %% [markdown]
+# - `panel.estimate()` is what the Estimate button calls: the memory table for the current values.
+#   Change the rank or the batch size in the panel and press Estimate to see what moves.
+
+# %%
+panel.estimate()
+
+# %% [markdown]
+# - `panel.train()` is what the Train button calls. Running it here trains now; watch the loss curve in
+#   the panel above. `panel.config` is the exact config it used: print it, save it, reuse it.
+
+# %%
+print(panel.config)
+result = panel.train()
+
+# %% [markdown]
+# ## Did it learn?
+# - `train` scored the test prompts before (adapter disabled) and after. A few answers side by side:
+
+# %%
+import pandas as pd
+
+m = result.metrics
+print(f"exact match on {m['n_test']} test prompts: base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}")
+print(f"trainable {m['trainable_params']:,} of {m['total_params']:,} parameters, {m['train_time_s']:.0f} s, "
+      f"final train loss {m['final_train_loss']:.3f}")
+pd.DataFrame(m["samples"])
+
+# %% [markdown]
+# - The same comparison on any prompt, with the generation panel: one PeftModel answers twice, once with
+#   the adapter disabled (`False`) and once with it on.
+
+# %%
+from ftlab.panels import generation_panel
+
+compare = generation_panel({"base": (result.model, result.tokenizer, False),
+                            "tuned": (result.model, result.tokenizer, "default")}, max_new_tokens=24)
+compare.generate("Rewrite this date as YYYY-MM-DD.\nDate: Sunday, the 4th of July, 1976")
+display(compare)
+
+# %% [markdown]
+# **Rank, alpha, targets**
+# - `r`: capacity of the update. A narrow task like this one learns at r=4..8; broad instruction tuning
+#   uses 16..64. Higher r costs parameters (table above) and a little memory.
+# - `lora_alpha`: the update is scaled by alpha/r. Keep alpha/r fixed (e.g. alpha = 2r) when you change r,
+#   or the effective learning rate changes too. rsLoRA (`method="rslora"`) scales by alpha/sqrt(r).
+# - `target_modules`: `all-linear` learns best for its cost in most reports; attention-only (`q_proj`,
+#   `v_proj`, the original LoRA paper's choice) trains ~5x fewer parameters.
+#
+# **Exercise** (pick a level)
+# - *Easy*: in the panel, set r=64 and press Estimate; then batch size 32. What grows, and by how much?
+# - *Medium*: train again with `target_modules` = q_proj and v_proj only (the panel's list) and the
+#   same steps. Compare the trainable parameters and the exact match.
+# - *Hard*: find the fewest steps that still reach 50% exact match at learning rate 1e-3, then at 2e-4.
+#   Which runs would you trust, given that the test split is 100 rows?
+
+# %%
+# Exercise default (easy): the same estimate at a higher rank and a bigger batch, from code.
+big = panel.set(r=64, per_device_train_batch_size=32).estimate()
+panel.set(r=cfg.r, per_device_train_batch_size=cfg.per_device_train_batch_size)  # back to the trained values
+print(big.table())
+
+# %% [markdown]
+# **Questions**
+# 1. Why does PEFT start `B` at zero and `A` at random values, rather than both at random (or both zero)?
+# 2. After training, how would you fold `B A` back into `W` so inference costs nothing extra? (Notebook 04.)
+# 3. The loss curve falls within a few steps. Why is exact match on held-out prompts still the number to
+#    trust, not the training loss?
+
+# %%
+# The lesson's own check: LoRA by hand equals PEFT's layer, the counts agree, and the tuned model beats the base.
+assert torch.allclose(by_hand, by_peft, atol=1e-5)
+assert lora_parameters(result.model, cfg.r, ALL_LINEAR) == m["trainable_params"]
+losses = [h["loss"] for h in result.history if "loss" in h]
+assert losses[-1] < losses[0], losses
+assert m["tuned_exact_match"] > m["base_exact_match"], (m["base_exact_match"], m["tuned_exact_match"])
+print(f"notebook check passed: exact match {m['base_exact_match']:.0%} -> {m['tuned_exact_match']:.0%}")

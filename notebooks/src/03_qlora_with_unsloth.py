@@ -1,0 +1,246 @@
+# %% [markdown]
+# # 03 · QLoRA: fine-tuning on a 4-bit base (and Unsloth on a GPU)
+# {badges}
+#
+# **You will learn to**
+# - load a model in 4-bit NF4 and measure how much memory it saves over fp32, and why not 8x;
+# - look inside a 4-bit layer: packed codes, per-block scales, the 16 NF4 levels, double quantization;
+# - measure the rounding error NF4 leaves in one weight matrix;
+# - fine-tune the dates task with QLoRA: full-precision LoRA matrices on a frozen 4-bit base;
+# - on a GPU with Unsloth, run the same job through Unsloth and compare speed and memory with plain PEFT.
+
+# %% [markdown]
+# - On Colab or Kaggle (pick a GPU runtime), this cell clones the course and installs ftlab with
+#   Unsloth. Locally it is skipped: the README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e "./ftlab[unsloth]"
+# %cd ftlab
+
+# %% [markdown]
+# - The training configs name files relative to the repository root (`data/dates/train.jsonl`), so
+#   the notebook works from there.
+# - `pick(small=..., full=...)` keeps the CI run (FTLAB_PROFILE=small) to a few steps; the full
+#   profile is the real lesson.
+
+# %%
+import os
+
+from ftlab.course import pick, profile
+from ftlab.tasks import DATA_DIR
+
+os.chdir(DATA_DIR.parent)  # the repo root
+print("profile:", profile(), "| working in", os.getcwd())
+
+# %% [markdown]
+# **Memory: fp32 vs 4-bit**
+# - The same model loaded twice: fp32 (4 bytes per weight, what CPU training holds) and 4-bit NF4
+#   (`load_in_4bit=True`; the `BitsAndBytesConfig` comes from `ftlab.quant.nf4_config`, printed below).
+# - `get_memory_footprint()` adds up the bytes of every parameter and buffer.
+
+# %%
+from ftlab import load_model
+from ftlab.quant import nf4_config
+
+print(nf4_config())
+model32, tokenizer = load_model(verbose=False)
+model4, _ = load_model(load_in_4bit=True)
+fp32_mb = model32.get_memory_footprint() / 2**20
+nf4_mb = model4.get_memory_footprint() / 2**20
+print(f"fp32: {fp32_mb:.0f} MB | 4-bit NF4: {nf4_mb:.0f} MB = {nf4_mb / fp32_mb:.0%} of fp32")
+
+# %% [markdown]
+# - Why not 1/8? Only the linear layers of the decoder are quantized. The token embedding (49,152 x 576,
+#   shared with the output head) and the norms stay in full precision, and on a 135M model the
+#   embedding is a fifth of all weights. On a 7B model it is ~2%, and 4-bit gets close to 1/7.
+
+# %%
+import pandas as pd
+
+kinds = {}
+for name, p in model4.named_parameters():
+    is_4bit = type(p).__name__ == "Params4bit"
+    kind = "4-bit (linear layers)" if is_4bit else f"kept {p.dtype} (embedding, norms)"
+    n_bytes, n_weights = kinds.get(kind, (0, 0))
+    n_weights += p.numel() * (2 if is_4bit else 1)  # two 4-bit codes per stored byte
+    kinds[kind] = (n_bytes + p.numel() * p.element_size(), n_weights)
+pd.DataFrame([{"part": k, "weights (M)": w / 1e6, "MB": b / 2**20} for k, (b, w) in kinds.items()]).round(1)
+
+# %% [markdown]
+# **Inside one 4-bit layer**
+# - A `Linear4bit` stores its weight as bytes (two 4-bit codes each), flattened.
+# - Every block of 64 consecutive weights shares one scale (`absmax`, the block's largest |w|): a code
+#   picks one of 16 levels in [-1, 1] and the weight is `level x absmax`.
+# - The NF4 levels are quantiles of a normal distribution: dense near 0, where most weights are.
+# - Double quantization stores the scales themselves in 8 bits (with a second, coarser set of fp32
+#   scales, `state2`): `nested=True` below.
+
+# %%
+layer4 = model4.model.layers[0].mlp.down_proj
+layer32 = model32.model.layers[0].mlp.down_proj
+state = layer4.weight.quant_state
+print(layer4)
+print(f"stored {layer4.weight.dtype} {tuple(layer4.weight.shape)} -> encodes a {tuple(state.shape)} matrix")
+print(f"blocks of {state.blocksize} | scales: {state.absmax.dtype} x {state.absmax.numel()} | "
+      f"double quant (nested): {state.nested}")
+print("NF4 levels:", [round(v, 3) for v in state.code.tolist()])
+
+# %% [markdown]
+# - Bits per weight, counted from what this layer stores: 4 for the code, plus the scales.
+# - Without double quantization each block of 64 has an fp32 scale: 32/64 = 0.5 bits per weight.
+#   With it: 8/64 for the 8-bit scale, plus one fp32 scale per 256 blocks. On a 7B model the
+#   difference is ~0.37 bits x 7e9 = ~320 MB.
+
+# %%
+n = state.shape.numel()  # weights this layer encodes
+bits_codes = layer4.weight.numel() * 8 / n
+bits_scales = (state.absmax.numel() * state.absmax.element_size() + state.state2.absmax.numel() * 4) * 8 / n
+bits_plain = 32 / state.blocksize  # one fp32 absmax per block, without double quantization
+print(f"codes {bits_codes:.2f} + scales {bits_scales:.3f} = {bits_codes + bits_scales:.3f} bits/weight "
+      f"(without double quant: {bits_codes + bits_plain:.3f})")
+print(f"double quant saves {(bits_plain - bits_scales) / 8 * 7e9 / 2**20:.0f} MB on a 7B model")
+
+# %% [markdown]
+# **How much does NF4 round away?**
+# - `ftlab.merge.dequantize` turns a 4-bit layer back into a plain `nn.Linear` (the weights QLoRA
+#   actually trains against). Compare with the fp32 original.
+# - The histogram: each block's weights divided by its absmax, with the 16 NF4 levels as lines. Every
+#   weight is rounded to its nearest line.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from ftlab.merge import dequantize
+
+w32 = layer32.weight.detach()  # (576, 1536) fp32
+w4 = dequantize(torch.nn.Sequential(layer4))[0].weight.detach()  # the NF4 values; layer4 itself is untouched
+err = w4 - w32
+rel_err = (err.norm() / w32.norm()).item()
+print(f"relative error |W4 - W| / |W| = {rel_err:.3f} | mean |error| {err.abs().mean():.2e} "
+      f"vs mean |w| {w32.abs().mean():.2e}")
+
+blocks = w32.flatten().reshape(-1, state.blocksize)  # (n_blocks, 64): a block shares one scale
+scaled = blocks / blocks.abs().amax(dim=1, keepdim=True)  # in [-1, 1], what the code rounds
+fig, ax = plt.subplots(figsize=(8, 2.5))
+ax.hist(scaled.flatten().numpy(), bins=300, color="0.6")
+for level in state.code.tolist():
+    ax.axvline(level, color="C1", lw=0.8)
+ax.set(xlabel="weight / block absmax", ylabel="weights", title="layer 0 down_proj and the 16 NF4 levels")
+plt.show()
+
+# %% [markdown]
+# **QLoRA: LoRA on the frozen 4-bit base**
+# - `method=qlora` loads the base in 4-bit and trains LoRA matrices in full precision beside it. The
+#   4-bit weights never change: gradients flow through them (dequantized on the fly) into A and B.
+# - `backend=transformers` is PEFT + bitsandbytes, the path that runs anywhere, this CPU included.
+#   The Unsloth cell further down runs the same job with `backend=unsloth`.
+# - Gradient checkpointing turns on by itself for QLoRA (memory is why one picks 4-bit).
+
+# %%
+import gc
+
+del model32, model4, layer32, layer4  # free both models: train() loads its own 4-bit copy
+gc.collect()
+if torch.cuda.is_available():
+    torch.cuda.reset_peak_memory_stats()  # peak_memory_mb below counts this run only, not the models above
+
+from ftlab.config import load_config
+from ftlab.train import train
+
+val_rows = pick(small=16, full=100)  # validation rows for the loss before/after
+overrides = ["method=qlora", "backend=transformers", "output_dir=runs/03_qlora", "eval_file=null",
+             f"max_steps={pick(small=4, full=60)}", f"test_limit={pick(small=8, full=100)}",
+             "max_length=128", "eval_steps=1000", "save_steps=1000"]
+cfg = load_config("configs/dates_smoke.yaml", overrides)
+qlora = train(cfg)
+qlora.model.print_trainable_parameters()
+print(qlora.model.base_model.model.model.layers[0].mlp.down_proj)  # a LoRA layer wrapping a Linear4bit
+
+# %% [markdown]
+# - The loss on validation rows the run never saw, with the adapter switched off (the 4-bit base)
+#   and on. `ftlab.merge.disabled` is PEFT's `disable_adapter()`.
+# - The report's exact match compares base and tuned on test rows (few rows in the small profile).
+
+# %%
+from ftlab.evaluate import eval_loss
+from ftlab.merge import disabled
+from ftlab.tasks import load_split
+
+rows = load_split("dates", "validation")[:val_rows]
+with disabled(qlora.model):
+    base_loss = eval_loss(qlora.model, qlora.tokenizer, rows)["loss"]
+tuned_loss = eval_loss(qlora.model, qlora.tokenizer, rows)["loss"]
+m = qlora.metrics
+print(f"validation loss: 4-bit base {base_loss:.3f} -> QLoRA {tuned_loss:.3f} ({len(rows)} rows)")
+print(f"train loss by step: {[round(h['loss'], 3) for h in qlora.history if 'loss' in h]}")
+print(f"exact match on {m['n_test']} test rows: base {m['base_exact_match']:.0%} -> "
+      f"QLoRA {m['tuned_exact_match']:.0%}")
+print(f"{m['train_time_s']:.0f} s training, {m['tokens_per_s']:.0f} tokens/s, "
+      f"peak memory {m['peak_memory_mb']:.0f} MB")
+
+# %% [markdown]
+# **Unsloth on a GPU**
+# - Unsloth rewrites the model's attention, MLP and loss with fused Triton kernels and its own
+#   gradient checkpointing: the same QLoRA job, usually ~2x faster and with less memory.
+# - It needs a CUDA GPU. Here the cell runs the identical config with `backend=unsloth` and puts both
+#   runs side by side; on a CPU (or without `pip install 'ftlab[unsloth]'`) it says so and skips.
+
+# %%
+from ftlab.hardware import choose_backend
+
+columns = ["train_time_s", "tokens_per_s", "peak_memory_mb", "final_train_loss"]
+runs = {"PEFT + bitsandbytes": qlora.metrics}
+backend, why = choose_backend("auto")
+if backend == "unsloth":
+    del qlora
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    fast = train(load_config("configs/dates_smoke.yaml", overrides + ["backend=unsloth",
+                                                                      "output_dir=runs/03_qlora_unsloth"]))
+    runs["Unsloth"] = fast.metrics
+else:
+    print(f"Unsloth comparison skipped: {why}. This notebook trained QLoRA with PEFT + bitsandbytes above.")
+pd.DataFrame({name: {c: metrics[c] for c in columns} for name, metrics in runs.items()}).T.round(3)
+
+# %% [markdown]
+# **What to take away**
+# - 4-bit NF4 keeps under a third of the fp32 footprint here (the embedding stays fp32), and ~4.1 bits
+#   per weight in the quantized layers; the rounding error is a few percent of each weight matrix.
+# - QLoRA trains only the LoRA matrices, in full precision; the base never changes, so the 4-bit
+#   error is the same before and after: the adapter learns around it.
+#
+# **Exercise** (pick a level)
+# - *Easy*: compare the relative error of other layers (`q_proj`, `o_proj`, a later layer). Which
+#   kind of layer does NF4 round worst?
+# - *Medium*: quantize `w32` yourself with 16 *evenly spaced* levels per block of 64 (absmax scaling)
+#   and compare its relative error with NF4's.
+# - *Hard*: train with `method=lora` on the fp32 base with the same overrides and compare the loss
+#   and exact match with QLoRA. How much quality does the 4-bit base cost on this task?
+
+# %%
+# Exercise default: the medium level, uniform 4-bit levels vs NF4 on the same matrix.
+levels = torch.linspace(-1, 1, 16)  # 16 evenly spaced levels in [-1, 1]
+absmax = blocks.abs().amax(dim=1, keepdim=True)
+nearest = (scaled.unsqueeze(-1) - levels).abs().argmin(-1)  # (n_blocks, 64): index of the closest level
+uniform = (levels[nearest] * absmax).reshape(w32.shape)
+uniform_err = ((uniform - w32).norm() / w32.norm()).item()
+print(f"relative error: uniform 4-bit {uniform_err:.3f} vs NF4 {rel_err:.3f}")
+
+# %% [markdown]
+# **Questions**
+# 1. Why does QLoRA keep the LoRA matrices in 16/32-bit instead of 4-bit?
+# 2. The 4-bit model took ~30% of fp32 memory here, not 12.5%. Which part would you quantize next,
+#    and why do libraries usually leave it alone?
+# 3. After QLoRA, merging the adapter into the 4-bit weights is refused by `ftlab.merge.merge`. Why?
+# 4. When is plain LoRA on a 16-bit base the better choice than QLoRA?
+
+# %%
+# The lesson's own check: 4-bit really is small, NF4 really rounds, and QLoRA really learned.
+assert nf4_mb < 0.4 * fp32_mb, (nf4_mb, fp32_mb)
+assert 0.01 < rel_err < 0.2, rel_err
+assert tuned_loss < base_loss, (base_loss, tuned_loss)
+peft_run = runs["PEFT + bitsandbytes"]
+assert peft_run["method"] == "qlora" and peft_run["steps"] == cfg.max_steps, peft_run
+print("notebook check passed")

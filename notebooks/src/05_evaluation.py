@@ -1,0 +1,176 @@
+# %% [markdown]
+# # 05 · Evaluation: did fine-tuning help, and can you trust the number?
+# {badges}
+#
+# **You will learn to**
+# - measure held-out loss and perplexity on the answer tokens, base vs tuned;
+# - score generated answers with task metrics (exact match, contains) in one side-by-side table;
+# - check that no evaluation row leaked into the training data, and see a planted leak get caught;
+# - run a benchmark through lm-evaluation-harness on the model in memory.
+
+# %% [markdown]
+# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab with the
+#   evaluation harness. Locally it is skipped: the README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab "lm-eval>=0.4.9"
+# %cd ftlab
+
+# %% [markdown]
+# - The configs name files relative to the repository root, so the notebook works from there.
+# - `pick(small=..., full=...)`: a few steps and rows in CI (FTLAB_PROFILE=small), the real job otherwise.
+
+# %%
+import os
+
+from ftlab.course import pick, profile
+from ftlab.tasks import DATA_DIR
+
+os.chdir(DATA_DIR.parent)  # the repo root
+print("profile:", profile(), "| working in", os.getcwd())
+
+# %% [markdown]
+# **Something to evaluate**
+# - A LoRA adapter on the dates task: a few steps in the small profile, the course's main job
+#   (`configs/dates_lora.yaml`, ~10 minutes on a CPU) in the full one.
+# - `train()` returns the `PeftModel`: the base with the adapter `default` on top. Switching the adapter
+#   off gives back the base model, so one model in memory serves both sides of every comparison.
+
+# %%
+from ftlab.config import load_config
+from ftlab.train import train
+
+config = pick(small="configs/dates_smoke.yaml", full="configs/dates_lora.yaml")
+overrides = ["output_dir=runs/05_evaluation", "eval_file=null", "test_file=null", "save_steps=1000"]
+overrides += pick(small=["max_steps=6", "max_length=128"], full=[])
+run = train(load_config(config, overrides))
+model, tok = run.model.eval(), run.tokenizer
+print(type(model).__name__, "| adapters:", list(model.peft_config), "| steps:", run.metrics["steps"])
+
+# %% [markdown]
+# **Loss and perplexity**
+# - The eval loss is the mean cross-entropy on the *answer* tokens only (the same mask as training),
+#   on validation rows the run never saw. Lower = the model puts more probability on the right answer.
+# - Perplexity = exp(loss): "as unsure as a uniform choice among this many tokens". 1.0 is certain.
+# - `ftlab.merge.disabled(model)` switches the adapter off: that is the base model.
+
+# %%
+from ftlab.evaluate import eval_loss
+from ftlab.merge import disabled
+from ftlab.tasks import load_split
+
+val_rows = load_split("dates", "validation")[: pick(small=16, full=100)]
+with disabled(model):
+    base = eval_loss(model, tok, val_rows)
+tuned = eval_loss(model, tok, val_rows)
+print(f"base : loss {base['loss']:.3f}, perplexity {base['perplexity']:.2f} ({base['tokens']} answer tokens)")
+print(f"tuned: loss {tuned['loss']:.3f}, perplexity {tuned['perplexity']:.2f}")
+
+# %% [markdown]
+# **Task metrics, side by side**
+# - Loss says how likely the right answer is; it does not say the model *writes* it. `evaluate()`
+#   generates greedy answers on test rows and scores them:
+#   - `exact_match`: the answer is the ISO date, nothing else (quotes and one trailing period forgiven);
+#   - `contains`: the date appears somewhere in the answer. Base models often *know* the date but wrap
+#     it in a sentence: high `contains`, low `exact_match` is a format problem, which fine-tuning fixes.
+# - Passing the `PeftModel` compares its base (adapters off) with each adapter; `loss=True` adds the
+#   eval loss on the same rows.
+
+# %%
+from ftlab.evaluate import evaluate
+
+test_rows = load_split("dates", "test")[: pick(small=16, full=100)]
+table, answers = evaluate(model, test_rows, tokenizer=tok, metrics=("exact_match", "contains"), loss=True)
+table.round(3)
+
+# %% [markdown]
+# - The answers behind the numbers: read a few before trusting any metric.
+
+# %%
+answers.head(8)
+
+# %% [markdown]
+# **Contamination: did test rows leak into training?**
+# - A test score means nothing if the test rows were trained on. `contamination()` lists evaluation rows
+#   that share word n-grams with training rows, with the share of their n-grams that overlap.
+# - The dates data is templated (7 instruction wordings), so comparing whole rows flags everything.
+#   Compare the part that varies: the date as written and the answer.
+# - First the real splits (built so that no date repeats), then a leak planted on purpose: three test
+#   rows copied into the training data.
+
+# %%
+from ftlab.evaluate import contamination
+
+
+def date_part(row):  # the date as written (last line of the prompt) and the ISO answer
+    return row["messages"][0]["content"].splitlines()[-1] + "\n" + row["messages"][-1]["content"]
+
+
+train_rows = load_split("dates", "train")
+clean = contamination(train_rows, test_rows, n=4, text=date_part)
+planted = [3, 11, 7]  # test rows copied into the training data
+leaky = contamination(train_rows + [test_rows[i] for i in planted], test_rows, n=4, text=date_part)
+print(f"real splits: {len(clean)} of {len(test_rows)} test rows share a 4-gram, "
+      f"highest overlap {clean.overlap_ratio.max() if len(clean) else 0:.2f}")
+leaky.head(6)
+
+# %% [markdown]
+# - The planted rows come out on top with every n-gram shared (overlap 1.0). The partial overlaps are
+#   month and day names two dates share ("of March 1998"): look at `shared_ngrams` before calling a
+#   row contaminated.
+
+# %% [markdown]
+# **A benchmark through lm-evaluation-harness**
+# - lm-eval is the standard harness behind most leaderboards. `benchmark()` hands it the model object
+#   in memory (no reload) and a task; `data/lm_eval/` holds the dates task as a multiple-choice
+#   benchmark: is the right ISO date more likely than a plausible mistake?
+# - It is an optional extra: without it the cell says how to install it and skips.
+
+# %%
+import importlib.util
+
+import pandas as pd
+
+from ftlab.evaluate import LM_EVAL_MISSING, benchmark
+
+if importlib.util.find_spec("lm_eval") is None:
+    print(LM_EVAL_MISSING)
+    bench = pd.DataFrame()  # nothing to show
+else:
+    limit = pick(small=20, full=None)  # documents per task; None: all 50
+    with disabled(model):
+        bench_base = benchmark(model, tok, ["ftlab_dates_mc"], limit=limit)
+    bench_tuned = benchmark(model, tok, ["ftlab_dates_mc"], limit=limit)
+    bench = pd.concat({"base": bench_base.set_index(["task", "metric"])["value"],
+                       "tuned": bench_tuned.set_index(["task", "metric"])["value"]}, axis=1)
+bench.round(3)
+
+# %% [markdown]
+# **Exercise** (pick a level)
+# - *Easy*: write your own metric: the share of answers shaped like `YYYY-MM-DD` (right or wrong date).
+#   It separates "learned the format" from "learned the dates".
+# - *Medium*: run `contamination(train_rows, test_rows)` with the defaults (whole rows, 8-grams) and
+#   explain why it flags almost every row. Which `max_train_share` would help?
+# - *Hard*: run the generation benchmark `ftlab_dates_gen` and compare its exact match with the table
+#   above on the same rows. Why can the two differ? (Read the task YAML.)
+
+# %%
+# Exercise default: the easy level, computed on the answers already generated (no new generation).
+iso_shape = answers[table.index].apply(lambda col: col.str.strip().str.fullmatch(r"\d{4}-\d{2}-\d{2}").mean())
+print("share of answers in YYYY-MM-DD shape:", iso_shape.round(2).to_dict())
+
+# %% [markdown]
+# **Questions**
+# 1. The tuned model's loss dropped a lot but its exact match only a little. How can both be true?
+# 2. Why is eval loss on the answer tokens more comparable across models than on the whole chat?
+# 3. A benchmark you did not write reports your model at 90%. What would you check before believing it?
+# 4. The contamination check compares n-grams. Which kind of leak would it miss?
+
+# %%
+# The lesson's own check: tuning lowered the held-out loss, and the planted leak is caught exactly.
+assert tuned["loss"] < base["loss"], (base, tuned)
+assert set(leaky.eval_index[leaky.overlap_ratio == 1.0]) == set(planted), leaky.head()
+assert (clean.overlap_ratio < 1.0).all(), clean.head()
+assert set(table.index) == {"base", "default"} and table["n"].eq(len(test_rows)).all()
+assert bench.empty or set(bench.columns) == {"base", "tuned"}
+print("notebook check passed")

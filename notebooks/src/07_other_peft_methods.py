@@ -1,0 +1,174 @@
+# %% [markdown]
+# # 07 · Beyond LoRA: IA3, prefix and prompt tuning, DoRA, full fine-tuning
+# {badges}
+#
+# **You will learn to**
+# - name what each method trains: virtual tokens, per-layer vectors, low-rank matrices, or everything;
+# - run them all on the same task with the same step budget, changing one config key (`method=`);
+# - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
+# - pick a method for a job from those numbers.
+
+# %% [markdown]
+# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
+#   Locally it is skipped: the README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
+# %cd ftlab
+
+# %% [markdown]
+# - The configs name files relative to the repository root, so the notebook works from there.
+# - `pick(small=..., full=...)`: a few steps in CI (FTLAB_PROFILE=small), the real comparison otherwise.
+
+# %%
+import os
+
+from ftlab.course import pick, profile
+from ftlab.tasks import DATA_DIR
+
+os.chdir(DATA_DIR.parent)  # the repo root
+print("profile:", profile(), "| working in", os.getcwd())
+
+# %% [markdown]
+# **The methods, from fewest trained weights to all of them**
+# - `prompt`: prompt tuning, 20 trained input embeddings ("virtual tokens") before every prompt.
+# - `prefix`: prefix tuning, 20 trained key/value vectors in *every* attention layer.
+# - `ia3`: one trained scaling vector per targeted layer, multiplying its activations.
+# - `lora`: low-rank matrices B x A added to every linear layer (notebooks 01-02).
+# - `dora`: LoRA that learns each weight column's magnitude and direction apart.
+# - `full`: every weight of the model trains.
+# - Each gets a learning rate that suits it: few trained weights tolerate (and need) larger steps.
+
+# %%
+import json
+from pathlib import Path
+
+from ftlab.config import load_config
+from ftlab.tasks import load_split
+
+METHODS = ["prompt", "prefix", "ia3", "lora", "dora", "full"]
+LEARNING_RATE = {"prompt": 3e-2, "prefix": 1e-2, "ia3": 1e-2, "lora": 1e-3, "dora": 1e-3, "full": 5e-5}
+steps = pick(small=4, full=80)  # the same step budget for every method
+val_file = Path("runs/07/validation.jsonl")  # held-out rows for the eval loss: a few in the small profile
+val_file.parent.mkdir(parents=True, exist_ok=True)
+val_rows = load_split("dates", "validation")[: pick(small=16, full=100)]
+val_file.write_text("".join(json.dumps(r) + "\n" for r in val_rows))
+base_overrides = ["output_dir=runs/07", f"eval_file={val_file}", "test_file=null",
+                  f"max_steps={steps}", "max_length=128", "eval_steps=1000", "save_steps=1000"]
+print(load_config("configs/dates_smoke.yaml", base_overrides + ["method=ia3"]))
+
+# %% [markdown]
+# - Peak memory: `train()` reports the process's peak (RSS on a CPU, allocated memory on a GPU).
+#   The runs share one process, so the peak is reset before each run, or each would inherit the
+#   previous one's.
+# - Full fine-tuning with AdamW holds 16 bytes per weight (weights, gradients, two moments): ~2.2 GB
+#   for this model. The small profile uses Adafactor (factored second moment, no first) to stay within
+#   CI's memory; the full profile uses AdamW like the others.
+# - Eval loss: the trainer's evaluation on the held-out rows in `eval_file` at the end of each run
+#   (through PEFT's forward, so prompt and prefix tuning's virtual tokens count). Exact match: greedy
+#   answers on test rows. The base model's loss: the LoRA run's trainer with the adapter switched off.
+
+# %%
+import gc
+
+import pandas as pd
+import torch
+
+from ftlab.merge import disabled
+from ftlab.tasks import score
+from ftlab.train import train
+
+
+def reset_peak_memory():
+    """Start train()'s peak_memory_mb afresh: GPU allocated memory, or on Linux the process's peak RSS."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    elif Path("/proc/self/clear_refs").exists():
+        Path("/proc/self/clear_refs").write_text("5")  # resets the kernel's high-water mark of this process
+
+
+test_rows = load_split("dates", "test")[: pick(small=8, full=100)]
+results, histories = [], {}
+for method in METHODS:
+    overrides = base_overrides + [f"method={method}", f"learning_rate={LEARNING_RATE[method]}",
+                                  f"output_dir=runs/07/{method}"]
+    if method == "full":
+        overrides.append(f"optim={pick(small='adafactor', full='adamw_torch')}")
+    gc.collect()
+    reset_peak_memory()
+    run = train(load_config("configs/dates_smoke.yaml", overrides))
+    m = run.metrics
+    results.append({"method": method, "trainable": m["trainable_params"],
+                    "trainable %": 100 * m["trainable_params"] / m["total_params"],
+                    "peak MB": m["peak_memory_mb"], "train s": m["train_time_s"],
+                    "eval loss": m["final_eval_loss"],
+                    "exact match": score(run.model.eval(), run.tokenizer, test_rows)["exact_match"],
+                    "learning rate": LEARNING_RATE[method], "optim": run.config.optim})
+    histories[method] = [h["loss"] for h in run.history if "loss" in h]
+    if method == "lora":  # the base model's eval loss, measured the same way: the adapter switched off
+        with disabled(run.model):
+            base_loss = run.trainer.evaluate()["eval_loss"]
+    del run
+
+# %% [markdown]
+# **The table**
+
+# %%
+table = pd.DataFrame(results).set_index("method")
+print(f"base model (no training): eval loss {base_loss:.3f}; {steps} steps per method")
+table.style.format({"trainable": "{:,}", "trainable %": "{:.3f}", "peak MB": "{:.0f}", "train s": "{:.1f}",
+                    "eval loss": "{:.3f}", "exact match": "{:.0%}", "learning rate": "{:g}"})
+
+# %% [markdown]
+# - The training loss per step, to see which methods are still catching up.
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(7, 3))
+for method, losses in histories.items():
+    ax.plot(range(1, len(losses) + 1), losses, marker="o", label=method)
+ax.axhline(base_loss, color="0.5", ls="--", label="base (eval)")
+ax.set(xlabel="step", ylabel="train loss", yscale="log", title=f"same {steps} steps, every method")
+ax.legend(ncol=4, fontsize=8)
+plt.show()
+
+# %% [markdown]
+# **Reading the table**
+# - Trainable parameters span four orders of magnitude, from thousands (prompt tuning) to all 135M.
+#   Memory follows the optimizer: the frozen model is the same for every PEFT method, so their peaks are
+#   close; full fine-tuning adds gradients and optimizer state for every weight.
+# - Prefix tuning starts from random key/values in every layer, which first *disrupts* the model (its
+#   loss starts high) and needs many more steps; prompt tuning barely moves in a few steps.
+# - On narrow tasks like this one, LoRA and DoRA get most of full fine-tuning's quality at a small
+#   fraction of its trained weights; DoRA's steps are slower (it renormalizes every weight column).
+#
+# **Exercise** (pick a level)
+# - *Easy*: give LoRA `r=2` and `r=64` (two more runs) and add them to the table. Where does the rank
+#   stop mattering on this task?
+# - *Medium*: prompt tuning with `num_virtual_tokens=5` and `50`: trainable count and loss.
+# - *Hard*: give every method the same *wall-clock* budget instead of the same steps (use `train s`
+#   above to set `max_steps` per method) and redo the table. Does the ranking change?
+
+# %%
+# Exercise default: the easy level's question asked of the table, trained weights per unit of loss gained.
+gain = (base_loss - table["eval loss"]).clip(lower=0)
+print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million trained weights").round(3))
+
+# %% [markdown]
+# **Questions**
+# 1. IA3 trains ~100x fewer weights than LoRA here. When would that be worth its lower capacity?
+# 2. Why do prompt and prefix tuning not work with sequence packing (ftlab refuses the combination)?
+# 3. Full fine-tuning wants a learning rate ~20x smaller than LoRA. Why?
+# 4. Several tasks, one base model: which of these methods let you serve all tasks from one copy of
+#    the base weights?
+
+# %%
+# The lesson's own check: every method ran, parameter counts are ordered, full FT trains everything.
+assert list(table.index) == METHODS and table["eval loss"].notna().all(), table
+counts = table["trainable"]
+assert counts["prompt"] < counts["prefix"] < counts["lora"] < counts["dora"] < counts["full"], counts
+assert counts["ia3"] < counts["lora"], counts
+assert table.loc["full", "trainable %"] == 100.0, table.loc["full"]
+assert table.loc["lora", "eval loss"] < base_loss, (table.loc["lora", "eval loss"], base_loss)
+print("notebook check passed")

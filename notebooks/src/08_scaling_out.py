@@ -1,0 +1,201 @@
+# %% [markdown]
+# # 08 · Scaling out: the command line, configs, and several GPUs
+# {badges}
+#
+# **You will learn to**
+# - run the notebooks' training job from a terminal with `ftlab train CONFIG.yaml key=value`;
+# - load, override and save YAML configs, and rerun a job from the config its run folder recorded;
+# - launch the same job on several processes with `accelerate launch` (DDP, FSDP, DeepSpeed);
+# - work out the effective batch size on several GPUs and keep it fixed when the GPU count changes.
+
+# %% [markdown]
+# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
+#   Locally it is skipped: the README's set-up command already did it.
+
+# %% tags=["skip-execution"]
+# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
+# %cd ftlab
+
+# %% [markdown]
+# - The configs name files relative to the repository root, so the notebook works from there.
+# - `!command` lines run in a shell. Putting this Python's folder first on PATH makes `ftlab` and
+#   `accelerate` the ones installed beside it (a virtual environment need not be activated).
+# - `pick(small=..., full=...)`: a couple of steps in CI (FTLAB_PROFILE=small).
+
+# %%
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ftlab.course import pick, profile
+from ftlab.tasks import DATA_DIR
+
+os.chdir(DATA_DIR.parent)  # the repo root
+for old in ("runs/08_cli", "runs/08_ddp"):  # start empty, so the checks below see this run's files
+    shutil.rmtree(old, ignore_errors=True)
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+steps = pick(small=2, full=20)  # a demonstration; notebook 02 trains for real
+job = f"configs/dates_smoke.yaml max_steps={steps} eval_file=null save_steps=1000"  # the shared settings
+print("profile:", profile(), "| working in", os.getcwd(), "| job:", job)
+
+# %% [markdown]
+# **The same run from the command line**
+# - `ftlab train` reads a YAML config, applies `key=value` overrides, and calls the very `train()` the
+#   notebooks call. It is what you run on a rented GPU box, in a job scheduler, or in `tmux` overnight.
+# - In a terminal: `ftlab train configs/dates_smoke.yaml output_dir=runs/08_cli max_steps=2`.
+
+# %%
+# !ftlab train {job} output_dir=runs/08_cli test_limit=4
+
+# %% [markdown]
+# - The run folder: the adapter (`adapter_model.safetensors`, `adapter_config.json`), the tokenizer,
+#   the resolved config with library versions (`finetune_config.yaml`), per-step metrics, the loss plot,
+#   the data lineage and a markdown report.
+
+# %%
+run_dir = Path("runs/08_cli")
+for path in sorted(run_dir.iterdir()):
+    print(f"{path.name:32} {path.stat().st_size / 1024:10.1f} KB" if path.is_file() else f"{path.name}/")
+
+# %% [markdown]
+# **YAML configs: load, override, save**
+# - A config is a `TrainConfig` dataclass; YAML only fills its fields. The names are TRL's
+#   (`learning_rate`, `per_device_train_batch_size`, ...), so they carry over to `trl sft` and axolotl.
+# - Overrides are the same `key=value` strings as on the command line, type-checked.
+
+# %%
+import dataclasses
+
+from ftlab.config import TrainConfig, load_config, save_config
+
+cfg = load_config("configs/dates_lora.yaml", ["learning_rate=1e-4", "r=8", "output_dir=runs/08_mine"])
+defaults = TrainConfig()
+print("differs from the defaults:")
+for key, value in dataclasses.asdict(cfg).items():
+    if value != getattr(defaults, key):
+        print(f"  {key} = {value!r}   (default {getattr(defaults, key)!r})")
+
+# %% [markdown]
+# - `save_config` writes every field, defaults included: the file alone says what ran.
+# - The run folder's `finetune_config.yaml` is such a file (plus library versions, kept as a record):
+#   loading it gives back the exact config of the command-line run, ready to rerun or to change.
+# - A typo fails at once, with the fix, not ten minutes into training.
+
+# %%
+saved = save_config(cfg, "runs/08_mine.yaml")
+assert load_config(saved) == cfg
+recorded = load_config(run_dir / "finetune_config.yaml")
+print(f"recorded: method={recorded.method} max_steps={recorded.max_steps} optim={recorded.optim}")
+try:
+    load_config("configs/dates_lora.yaml", ["learnig_rate=1e-4"])
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
+# **Several processes: `accelerate launch`**
+# - `accelerate launch --config_file X.yaml -m ftlab.cli train CONFIG.yaml` starts one training process
+#   per GPU; the Trainer inside `train()` sees them and splits every batch across them.
+# - The course ships one accelerate config per strategy. Read the comment at the top of each: what it
+#   shards, and when to pick it.
+#   - DDP: every GPU holds the whole model; fastest when it fits.
+#   - FSDP / DeepSpeed ZeRO: parameters, gradients and optimizer states are split across GPUs, for
+#     models that do not fit on one.
+
+# %%
+for path in sorted(Path("configs/accelerate").glob("*.yaml")):
+    lines = path.read_text().splitlines()
+    comments = [ln.lstrip("# ") for ln in lines if ln.startswith("#")]
+    settings = {ln.split(":")[0]: ln.split(":", 1)[1].split("#")[0].strip() for ln in lines
+                if ln.split(":")[0] in ("distributed_type", "num_processes", "mixed_precision", "zero_stage",
+                                        "fsdp_reshard_after_forward")}
+    print(f"{path}\n  {settings}\n  " + "\n  ".join(comments[:2]))
+
+# %% [markdown]
+# - The exact commands, for a machine with 2 GPUs (edit `num_processes` in the YAML or pass
+#   `--num_processes N`):
+
+# %%
+for strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+    print(f"accelerate launch --config_file configs/accelerate/{strategy}.yaml "
+          "-m ftlab.cli train configs/dates_lora.yaml")
+
+# %% [markdown]
+# - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. It is slower than
+#   one process here (both share the same cores), but it is the same code path as 2 GPUs: each process
+#   trains on its own slice of every batch.
+# - The launcher: `torchrun`, PyTorch's own, which `accelerate launch` runs underneath for GPUs.
+#   (accelerate starts several *CPU* processes only through MPI, `mpirun`, which this machine lacks.)
+
+# %%
+# !torchrun --nproc_per_node 2 -m ftlab.cli train {job} output_dir=runs/08_ddp test_file=null
+
+# %% [markdown]
+# **What changes on several GPUs: the effective batch**
+# - One optimizer step sees `per_device_train_batch_size x gradient_accumulation_steps x processes`
+#   examples. More GPUs with the same config = a bigger batch and fewer steps per epoch, and a learning
+#   rate tuned for one GPU may now be off.
+# - The runs above show it: after the same number of steps, the 2-process run has covered twice as
+#   much of the data (the `epoch` in metrics.jsonl).
+
+# %%
+import json
+
+import pandas as pd
+
+
+def epoch_at_last_step(folder):
+    rows = [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+    return max(r["epoch"] for r in rows if r["epoch"] is not None)
+
+
+epochs = {name: epoch_at_last_step(f"runs/{name}") for name in ("08_cli", "08_ddp")}
+print({name: f"{e:.4f} epochs after {steps} steps" for name, e in epochs.items()})
+
+# %% [markdown]
+# - To keep the effective batch of `configs/dates_lora.yaml` (8 per step, tuned on 1 device) on more
+#   GPUs, shrink the per-device batch (or the accumulation, when there is some):
+
+# %%
+def effective_batch(per_device, accumulation, processes):
+    return per_device * accumulation * processes
+
+
+target = effective_batch(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, 1)
+pd.DataFrame([{"GPUs": n,
+               "effective batch, config unchanged": effective_batch(cfg.per_device_train_batch_size,
+                                                                    cfg.gradient_accumulation_steps, n),
+               "per_device_train_batch_size to keep it": target / n / cfg.gradient_accumulation_steps}
+              for n in (1, 2, 4, 8)]).set_index("GPUs")
+
+# %% [markdown]
+# **Exercise** (pick a level)
+# - *Easy*: rerun the command-line job with `learning_rate=5e-4 r=4` and open its `finetune_report.md`.
+# - *Medium*: write a config file of your own for the numbers task (`data/numbers/`), save it with
+#   `save_config`, and run it with `ftlab train`.
+# - *Hard*: run the DDP job with `per_device_train_batch_size=2 gradient_accumulation_steps=2` and
+#   check in metrics.jsonl that it covers the data at the same rate as the single-process run.
+
+# %%
+# Exercise default: the medium level's config, written and checked (not run).
+numbers = dataclasses.replace(load_config("configs/dates_smoke.yaml"), train_file="data/numbers/train.jsonl",
+                              eval_file="data/numbers/validation.jsonl", test_file="data/numbers/test.jsonl",
+                              output_dir="runs/08_numbers")
+print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab train runs/08_numbers.yaml")
+
+# %% [markdown]
+# **Questions**
+# 1. Why is `finetune_config.yaml` saved with every field, defaults included, rather than only the
+#    overrides you typed?
+# 2. You move a job from 1 GPU to 4 and keep the config. What changes, and what would you adjust?
+# 3. LoRA on a 7B model fits on one 24 GB GPU. Which accelerate config would you pick for 4 such GPUs,
+#    and why not FSDP?
+# 4. Full fine-tuning of a 7B model with AdamW needs ~112 GB for weights, gradients and optimizer state.
+#    Which config makes it fit on 4 x 40 GB GPUs?
+
+# %%
+# The lesson's own check: the command-line run wrote its adapter and its config, and the config reloads.
+assert (run_dir / "adapter_model.safetensors").stat().st_size > 0
+assert (run_dir / "finetune_config.yaml").exists() and recorded.max_steps == steps
+assert epochs["08_ddp"] > 1.5 * epochs["08_cli"], epochs  # 2 processes: twice the data per step
+print("notebook check passed")

@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--r", type=int, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.0, help="both sides (PEFT's and ftlab's default: 0)")
     p.add_argument("--qlora", action="store_true", help="4-bit NF4 base for both sides")
     p.add_argument("--eval-rows", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -155,7 +156,7 @@ def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
                     bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
                     use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no", report_to="none",
                     seed=args.seed, include_num_input_tokens_seen="non_padding", disable_tqdm=True)
-    lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05, target_modules="all-linear",
+    lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=args.lora_dropout, target_modules="all-linear",
                       task_type="CAUSAL_LM")
     data = Dataset.from_list(convert(args.train_file).rows)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=lora,
@@ -171,6 +172,7 @@ def side_b(args, model_name: str, out_dir: str, clock) -> tuple:
 
     cfg = TrainConfig(model=model_name, train_file=args.train_file, output_dir=out_dir,
                       method="qlora" if args.qlora else "lora", r=args.r, lora_alpha=2 * args.r,
+                      lora_dropout=args.lora_dropout,
                       max_steps=args.steps, per_device_train_batch_size=args.batch,
                       gradient_accumulation_steps=args.grad_accum, learning_rate=2e-4, max_length=args.max_length,
                       logging_steps=1, save_steps=10**9, seed=args.seed)
@@ -248,7 +250,8 @@ def main(argv=None) -> int:
         results[side] = json.loads(line[len("RESULT "):])
     a, b = results["A"], results["B"]
     print(f"machine: {machine()}")
-    print(f"model {args.model}, {'QLoRA' if args.qlora else 'LoRA'} r={args.r} all-linear, max_length "
+    print(f"model {args.model}, {'QLoRA' if args.qlora else 'LoRA'} r={args.r} all-linear, dropout "
+          f"{args.lora_dropout}, max_length "
           f"{args.max_length}, batch {args.batch} x accumulation {args.grad_accum}, {args.steps} steps "
           f"({args.warmup} warm-up), seed {args.seed}")
     print("A = TRL SFTTrainer defaults (bf16 only on a bf16 GPU); B = ftlab default path")

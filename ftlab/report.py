@@ -188,6 +188,8 @@ def _metrics(s: dict) -> list[dict]:
         rows.append(("trainable parameters", f"{s['trainable_params']:,}{share}"))
     if s.get("total_params") is not None:
         rows.append(("total parameters", f"{s['total_params']:,}"))
+    if s.get("base_dtype"):
+        rows.append(("frozen weights dtype", s["base_dtype"]))
     if s.get("train_time_s") is not None:
         rows.append(("training time", f"{s['train_time_s']:.1f} s ({s['train_time_s'] / 60:.1f} min)"))
     for key, label, fmt in (("tokens_per_s", "throughput", "{:,.0f} tokens/s"),

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from ftlab.config import load_config, resolve, save_config
+from ftlab.hardware import choose_precision
 from ftlab.lossmask import loss_mask
 from ftlab.train import TrainingDiverged, fit_with_oom_retries, sft_example, smaller_step, train
 
@@ -60,6 +61,8 @@ def test_report_numbers(trained_run):
     m = trained_run.metrics
     assert 0 < m["trainable_params"] < 0.05 * m["total_params"]
     assert m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 100 and m["train_time_s"] > 0
+    bf16_cpu = not torch.cuda.is_available() and choose_precision().cpu_autocast_bf16
+    assert m["base_dtype"] == ("bfloat16" if bf16_cpu else str(torch.get_default_dtype()).removeprefix("torch."))
     assert m["n_test"] == 16 and len(m["samples"]) == 5
     assert m["tuned_exact_match"] > m["base_exact_match"]  # 8 steps already teach the ISO format
     table = m["eval_table"]  # ftlab.evaluate on the test rows: the report's evaluation table
@@ -117,12 +120,15 @@ def test_adapter_loads_with_plain_peft_in_a_fresh_process(trained_run, tmp_path)
     with torch.no_grad():
         expected = model(input_ids=ids).logits[0, -1]
     torch.save({"ids": ids, "expected": expected}, tmp_path / "probe.pt")
+    dtype = str(model.get_base_model().lm_head.weight.dtype)  # the base as trained: bf16 on a bf16 CPU
+    attn = model.config._attn_implementation  # eager on a CPU for short rows: same kernels, same numbers
     script = textwrap.dedent(f"""
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
         probe = torch.load({str(tmp_path / 'probe.pt')!r})
-        base = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+        base = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct", dtype={dtype},
+                                                    attn_implementation={attn!r})
         model = PeftModel.from_pretrained(base, {str(trained_run.run_dir)!r}).eval()
         with torch.no_grad():
             got = model(input_ids=probe["ids"]).logits[0, -1]
@@ -311,10 +317,11 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
     Tolerance 4% relative: step 1 is the same forward pass (equal to 1e-4); later steps differ only by bf16
     autocast rounding of differently shaped batches (measured: 1.8% at most). Dropout is off so both runs
-    draw the same numbers. Only process 0 writes the run folder, so each step is logged once.
+    draw the same numbers, and batches are random (not length-grouped). Only process 0 writes the run folder, so each step is logged once.
     """
     job = [str(ROOT / "configs" / "dates_smoke.yaml"), f"train_file={DATES / 'train.jsonl'}", "eval_file=null",
-           "test_file=null", "max_steps=3", "lora_dropout=0", "save_steps=100", "logging_steps=1"]
+           "test_file=null", "max_steps=3", "lora_dropout=0", "save_steps=100", "logging_steps=1",
+           "group_by_length=false"]  # length groups are cut per device batch: a different order on 2 processes
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run([sys.executable, "-m", "ftlab.cli", "train", *job, f"output_dir={tmp_path / 'one'}",
                     "per_device_train_batch_size=4"], check=True, cwd=ROOT, env=env, capture_output=True)

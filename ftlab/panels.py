@@ -149,6 +149,11 @@ class HyperparameterPanel:
         self.set(**overrides)
         cfg = self.config
         self.result = train(cfg, callbacks=[self.plot])
+        m = self.result.metrics
+        score = (f"; exact match base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}"
+                 if m.get("tuned_exact_match") is not None else "")
+        print(f"panel: trained {m['steps']} steps in {m['train_time_s']:.0f} s{score}; "
+              f"run folder {self.result.run_dir}")
         return self.result
 
     def _run(self, action):

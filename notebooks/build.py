@@ -40,7 +40,8 @@ def parse(source: str, name: str) -> nbformat.NotebookNode:
             cells.append(nbformat.v4.new_markdown_cell(text))
         elif kind == "code" and text:
             # jupytext's convention: shell and magic lines are commented out in the .py source
-            text = "\n".join(ln[2:] if ln.startswith(("# !", "# %")) else ln for ln in text.splitlines())
+            # (also indented, inside an `if`: IPython runs `!cmd` and `%magic` there too)
+            text = "\n".join(re.sub(r"^(\s*)# ([!%])", r"\1\2", ln) for ln in text.splitlines())
             cell = nbformat.v4.new_code_cell(text)
             if tags:
                 cell.metadata["tags"] = tags

@@ -84,7 +84,9 @@ def test_eval_loss_memory_stays_flat(tmp_path):
     small, large = (measure_eval_loss_memory(tmp_path, n) for n in (100, 1000))
     print("peak RSS growth during eval_loss:", small, large)
     assert large["tokens"] > 9 * small["tokens"]
-    assert large["growth_mb"] - small["growth_mb"] < 16  # flat: nothing kept per batch
+    # flat: nothing kept per batch. Allocator noise between runs is ~20 MB; keeping each batch's 8 x ~75 x 49152
+    # fp32 logits (118 MB) for 1000 rows would add over 10 GB
+    assert large["growth_mb"] - small["growth_mb"] < 40
     # one batch's full-vocabulary fp32 logits alone would take 8 rows x ~75 tokens x 49152 x 4 B = 118 MB
     assert large["growth_mb"] < 100
 

@@ -376,3 +376,17 @@ def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     assert abs(every_loss - compact_loss) < 1e-5 * every_loss
     for a, b in zip(every_grads, compact_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_tensorboard_when_asked(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config(tmp_path, "report_to=tensorboard"))
+    events = sorted(Path(result.run_dir).rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {result.run_dir}"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    losses = [e.value for e in acc.Scalars("train/loss")]
+    assert len(losses) == 2 and all(v > 0 for v in losses)  # one per logging step, the trainer's own losses

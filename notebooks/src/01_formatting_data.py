@@ -13,7 +13,10 @@
 # - On Colab or Kaggle, this cell installs ftlab. Locally it is skipped: the README's set-up did it.
 
 # %% tags=["skip-execution"]
-# !pip install -q "ftlab @ git+https://github.com/ftlab-course/ftlab"
+import os
+
+if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
+    # !pip install -q "ftlab @ git+https://github.com/ftlab-course/ftlab"
 
 # %% [markdown]
 # ## Five files, one task

@@ -14,8 +14,11 @@
 #   Unsloth. Locally it is skipped: the README's set-up command already did it.
 
 # %% tags=["skip-execution"]
-# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e "./ftlab[unsloth]"
-# %cd ftlab
+import os
+
+if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
+    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e "./ftlab[unsloth]"
+    # %cd ftlab
 
 # %% [markdown]
 # - The training configs name files relative to the repository root (`data/dates/train.jsonl`), so

@@ -13,7 +13,10 @@
 #   README's set-up command already did it.
 
 # %% tags=["skip-execution"]
-# !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+import os
+
+if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
+    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
 
 # %% [markdown]
 # ## Two adapters, two skills

@@ -13,8 +13,11 @@
 #   Locally it is skipped: the README's set-up command already did it.
 
 # %% tags=["skip-execution"]
-# !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-# %cd ftlab
+import os
+
+if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
+    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
+    # %cd ftlab
 
 # %% [markdown]
 # - The configs name files relative to the repository root, so the notebook works from there.

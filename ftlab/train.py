@@ -414,13 +414,15 @@ def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
     loss = cfg.method not in ("prefix", "prompt")
     if hasattr(model, "disable_adapter"):  # every PEFT method: the base is the same model, adapter off
         name = model.active_adapter
-        table, answers = evaluate(model, rows, tokenizer=tok, adapters=[name], loss=loss, max_new_tokens=16)
+        # batches of 8: generating 16 at a time through a PeftModel on a bf16 base peaked 430 MB higher
+        table, answers = evaluate(model, rows, tokenizer=tok, adapters=[name], loss=loss, max_new_tokens=16,
+                                  batch_size=8)
         table, answers = table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
         base_model = None
     else:  # full fine-tuning changed the weights themselves: load the base again
         base_model, _ = load_model(cfg.model, verbose=False)
         table, answers = evaluate({"base": (base_model.eval(), tok), "tuned": (model, tok)}, rows,
-                                  loss=loss, max_new_tokens=16)
+                                  loss=loss, max_new_tokens=16, batch_size=8)
     out = {"base_exact_match": float(table.loc["base", "exact_match"]),
            "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
            "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}

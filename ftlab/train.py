@@ -6,7 +6,9 @@ metrics.jsonl, loss_curve.png, lineage.json and finetune_report.md. It returns t
 `TrainResult`. SFT trains on the assistant tokens only, marked by `ftlab.lossmask` (the same code the
 loss-mask viewer shows), because SmolLM2's chat template has no {% generation %} markers for TRL's own
 `assistant_only_loss`. On a GPU an out-of-memory error is retried with smaller batches (same effective
-batch); a NaN stops the run with the likely causes. Leaves out: merging (merge.py), hyperparameter search.
+batch); a NaN stops the run with the likely causes. On a CPU with bf16 instructions the frozen base is
+bf16, steps run under bf16 autocast, short rows use eager attention and TRL's LM head scores only the
+answer tokens (docs/benchmarks.md measures each). Leaves out: merging (merge.py), hyperparameter search.
 """
 
 from __future__ import annotations
@@ -401,7 +403,7 @@ def _summary(cfg, model, trainer, out, seconds, history) -> dict:
 
 
 def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
-    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluate), greedy, fp32.
+    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluate), greedy.
 
     Exact match and contains on the generated answers; loss and perplexity on the reference answers
     (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the

@@ -192,9 +192,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
     if cfg.benchmark_tasks:
-        from ftlab.evaluate import LM_EVAL_DIR
+        from ftlab.evaluate import LM_EVAL_DIR, lm_eval_tasks
 
-        known = sorted(p.stem for p in LM_EVAL_DIR.glob("*.yaml"))
+        known = sorted(t["task"] for t in lm_eval_tasks())  # the task names the harness will be given
         unknown = [t for t in cfg.benchmark_tasks if t not in known]
         if unknown:
             raise _error("benchmark_tasks", cfg.benchmark_tasks, f"no local lm-eval task {unknown}",

@@ -7,7 +7,8 @@
 #   2. tests/test_gpu.py: 4-bit via Unsloth and via PEFT + bitsandbytes, LoRA and QLoRA a few steps, the
 #      adapter reloaded by plain PEFT, merge with the fidelity check, generation; fp16/bf16 choice
 #   3. notebooks 02 and 03 with their GPU defaults (full profile)
-#   4. the throughput benchmark: 1B-like QLoRA at 2048 tokens, the 135M shape, and LoRA without 4-bit
+#   4. the throughput benchmark on rows that fill 2048 tokens (--long-rows): 1B-like QLoRA, the 135M
+#      shape, and LoRA without 4-bit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -23,8 +24,8 @@ python -m pytest -q -o addopts="" tests/test_gpu.py tests/test_hardware.py
 FTLAB_PROFILE=full python -m pytest -q -o addopts="" --nbmake --nbmake-timeout=1800 \
     notebooks/02_lora.ipynb notebooks/03_qlora_with_unsloth.ipynb
 
-python benchmarks/train_throughput.py --model configs/shapes/llama-3.2-1b.json --max-length 2048 --qlora \
+python benchmarks/train_throughput.py --model configs/shapes/llama-3.2-1b.json --max-length 2048 --long-rows --qlora \
     --batch 4 --steps 20
-python benchmarks/train_throughput.py --model configs/shapes/smollm2-135m.json --max-length 2048 --qlora
-python benchmarks/train_throughput.py --max-length 2048
+python benchmarks/train_throughput.py --model configs/shapes/smollm2-135m.json --max-length 2048 --long-rows --qlora
+python benchmarks/train_throughput.py --max-length 2048 --long-rows
 echo "gpu_smoke: all steps passed"

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--qlora", action="store_true", help="4-bit NF4 base for both sides")
     p.add_argument("--eval-rows", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--long-rows", action="store_true",
+                   help="train and eval on multi-turn chats of the task's Q&As that fill max_length (the dates "
+                        "rows alone are ~75 tokens: at max_length 2048 a step would time padding-free short rows)")
     p.add_argument("--tiny", action="store_true", help="3 steps, 16 eval rows: a smoke run")
     p.add_argument("--side", choices=["A", "B"], help=argparse.SUPPRESS)  # internal: run one side, print JSON
     p.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
@@ -127,6 +130,34 @@ def peak_memory_mb() -> dict:
     import resource
 
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def long_conversations(src: str, out: Path, max_length: int, rows: int) -> str:
+    """JSONL of `rows` multi-turn chats, each as many of src's Q&A pairs as fit in max_length tokens.
+
+    The pairs are taken in order and reused cyclically; the chat template is the embedded model's (the
+    one materialize() gives the random-weight shapes), so the token counts hold for every --model here."""
+    from transformers import AutoTokenizer
+
+    from ftlab.data import convert
+
+    tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+    pairs = [r["messages"] for r in convert(src).rows]
+
+    def length(messages):
+        return len(tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+    chats, i = [], 0
+    while len(chats) < rows:
+        messages = list(pairs[i % len(pairs)])
+        i += 1
+        while length(messages + pairs[i % len(pairs)]) <= max_length:
+            messages += pairs[i % len(pairs)]
+            i += 1
+        chats.append({"messages": messages})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    return str(out)
 
 
 def eval_rows(path: str, n: int) -> list[dict]:
@@ -238,6 +269,14 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(run_side(args)))
         return 0
     raw = sys.argv[1:] if argv is None else list(argv)
+    if args.long_rows:  # written once here; both sides read the same files (argparse keeps the last value)
+        workdir = Path(tempfile.gettempdir()) / "ftlab-bench"
+        n_train = args.steps * args.batch * args.grad_accum
+        args.train_file = long_conversations(args.train_file, workdir / f"long{args.max_length}_train.jsonl",
+                                             args.max_length, n_train)
+        args.eval_file = long_conversations(args.eval_file, workdir / f"long{args.max_length}_eval.jsonl",
+                                            args.max_length, args.eval_rows)
+        raw += ["--train-file", args.train_file, "--eval-file", args.eval_file]
     results = {}
     for side in ("A", "B"):  # separate processes: neither side inherits the other's caches or allocator
         proc = subprocess.run([sys.executable, __file__, *raw, "--side", side], capture_output=True, text=True,
@@ -250,6 +289,8 @@ def main(argv=None) -> int:
         results[side] = json.loads(line[len("RESULT "):])
     a, b = results["A"], results["B"]
     print(f"machine: {machine()}")
+    rows = "multi-turn rows filling max_length" if args.long_rows else "the task's rows"
+    print(f"data: {rows} ({args.train_file})")
     print(f"model {args.model}, {'QLoRA' if args.qlora else 'LoRA'} r={args.r} all-linear, dropout "
           f"{args.lora_dropout}, max_length "
           f"{args.max_length}, batch {args.batch} x accumulation {args.grad_accum}, {args.steps} steps "

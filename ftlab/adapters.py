@@ -8,9 +8,18 @@ Leaves out: training (see `train.py`) and merging.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ftlab.config import UNSLOTH_METHODS
+
+# transformers 5.23 deprecated `model.is_gradient_checkpointing`, which PEFT's get_peft_model and TRL still
+# read: a warning about the libraries' own code that a learner cannot act on, printed under every training cell
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+# PEFT's adapter save asks the hub whether the base's vocabulary changed; offline it cannot and warns on
+# every save. ftlab never resizes the embeddings, so PEFT's fallback ("not modified") is right.
+warnings.filterwarnings("ignore", message="Could not find a config file in .* will assume that the vocabulary")
 
 
 def unsloth_load(name: str, *, load_in_4bit: bool, dtype: torch.dtype | None, max_seq_length: int):

@@ -51,6 +51,24 @@ def is_ready() -> bool:
     return cached_snapshot() is not None
 
 
+def gguf_special_token_ids(path: Path) -> dict[str, int]:
+    """{'bos_token': 1, 'eos_token': 2, ...}: the special-token ids the GGUF file itself declares.
+
+    transformers' GGUF tokenizer conversion has not always read them right (5.17 gave eos <|im_start|>
+    and no pad token for this file), so build() sets them from the file."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    names = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "pad_token": "padding_token_id",
+             "unk_token": "unknown_token_id"}
+    out = {}
+    for token, key in names.items():
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            out[token] = int(field.parts[field.data[0]][0])
+    return out
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -75,12 +93,17 @@ def build(force: bool = False) -> Path:
 
     print(f"ftlab: building {DEFAULT_MODEL} from {gguf.name} into the Hugging Face cache (once, ~25 s)")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    special = gguf_special_token_ids(gguf)
+    for name, token_id in special.items():  # as the file declares them, whatever this transformers read
+        setattr(tok, name, tok.convert_ids_to_tokens(token_id))
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The GGUF-loaded model carries a quantizer that refuses save_pretrained: rebuild a plain one.
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config._name_or_path = DEFAULT_MODEL
+    config.bos_token_id, config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    config.pad_token_id = tok.pad_token_id
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict(), assign=True)

@@ -221,6 +221,7 @@ class LivePlot(TrainerCallback):
         self._widget = None
         self._shown_by_us = False
         self._events = 0
+        self.max_steps = None  # the run's planned steps, for the title
 
     @property
     def widget(self):
@@ -236,6 +237,7 @@ class LivePlot(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
             self.history = []
+        self.max_steps = state.max_steps or None
         # Show it unless the caller already placed .widget in a layout; if we showed it for an earlier
         # train() call, show it again in this cell (both views are the same widget).
         if _in_notebook() and (self._widget is None or self._shown_by_us):
@@ -256,7 +258,8 @@ class LivePlot(TrainerCallback):
         from ftlab.report import draw_curves  # report imports this module, so import it late
 
         self.fig.clear()
-        draw_curves(self.fig, self.history)
+        step = self.history[-1]["step"] if self.history else 0
+        draw_curves(self.fig, self.history, f"step {step} of {self.max_steps}" if self.max_steps else None)
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png")
         self._widget.value = buf.getvalue()

@@ -87,7 +87,7 @@ class HyperparameterPanel:
         self.estimate_button = W.Button(description="Estimate", icon="calculator")
         self.train_button = W.Button(description="Train", icon="play", button_style="primary")
         self.estimate_button.on_click(lambda _: self._run(self.estimate))
-        self.train_button.on_click(lambda _: self._run(self.train))
+        self.train_button.on_click(lambda _: self._run(lambda: self.train(progress_bar=False)))
         self.output = W.Output(layout=W.Layout(max_height="320px", overflow="auto"))
         buttons = W.HBox([self.estimate_button, self.train_button])
         left = W.VBox([*self.controls.values(), self.target, buttons])
@@ -142,13 +142,15 @@ class HyperparameterPanel:
         _write(self.output, self.last_estimate.table())
         return self.last_estimate
 
-    def train(self, **overrides):
-        """ftlab.train.train with the current values (after `set(**overrides)`), the live plot as callback."""
+    def train(self, progress_bar: bool = True, **overrides):
+        """ftlab.train.train with the current values (after `set(**overrides)`), the live plot as callback.
+
+        The Train button passes progress_bar=False: the live plot's title counts the steps instead."""
         from ftlab.train import train
 
         self.set(**overrides)
         cfg = self.config
-        self.result = train(cfg, callbacks=[self.plot])
+        self.result = train(cfg, callbacks=[self.plot], progress_bar=progress_bar)
         m = self.result.metrics
         score = (f"; exact match base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}"
                  if m.get("tuned_exact_match") is not None else "")
@@ -158,7 +160,7 @@ class HyperparameterPanel:
 
     def _run(self, action):
         # A button's errors would otherwise go to the kernel log; inside the Output they show under the panel.
-        # The Output also catches what train() prints (the precision line, the progress bar).
+        # The Output also catches what train() prints (the precision line, the closing summary).
         self.output.outputs = ()
         with self.output:
             action()

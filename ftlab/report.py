@@ -27,9 +27,11 @@ LOSS_PLOT = "loss_curve.png"  # write_report links this file when it sits in the
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
 
 
-def draw_curves(fig, history: list[dict]) -> None:
+def draw_curves(fig, history: list[dict], title: str | None = None) -> None:
     """Train loss and eval loss against step on `fig`, the learning rate on a twin axis."""
     ax = fig.add_subplot()
+    if title:
+        ax.set_title(title, fontsize=10)
     handles = []
     for key, style, label in (("loss", "-", "train loss"), ("eval_loss", "o-", "eval loss")):
         steps, values = series(history, key)

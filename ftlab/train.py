@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import EarlyStoppingCallback, set_seed
+from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils.notebook import NotebookProgressCallback
 
 from ftlab import report
 from ftlab.adapters import add_adapter, trainable_parameters
@@ -102,6 +103,16 @@ def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
 # ---------------------------------------------------------------- trainer
 
 
+def _checkpointing_args(config_class, on: bool) -> dict:
+    """Activation checkpointing under the name this transformers reads.
+
+    transformers 5.23 renamed `gradient_checkpointing*` to `activation_checkpointing*` and warns on the old
+    names; the versions Unsloth pins (down to 5.17) know only the old ones."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def trainer_args(cfg: TrainConfig, precision: Precision):
     """SFTConfig / DPOConfig from a resolved TrainConfig: same names, plus what ftlab decides for you."""
     from trl import DPOConfig, SFTConfig
@@ -117,8 +128,7 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
         optim=cfg.optim,
         # Unsloth installs its own (offloading) checkpointing in get_peft_model; the Trainer must not add more
-        gradient_checkpointing=cfg.gradient_checkpointing and cfg.backend != "unsloth",
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        **_checkpointing_args(SFTConfig, cfg.gradient_checkpointing and cfg.backend != "unsloth"),
         bf16=precision.bf16, fp16=precision.fp16,  # GPU mixed precision; on CPU see autocast() below
         use_cpu=not torch.cuda.is_available(),
         logging_steps=cfg.logging_steps, logging_first_step=True,
@@ -180,6 +190,24 @@ def use_fastest_attention(model, train_ds, cfg: TrainConfig) -> None:
         model.set_attn_implementation("eager")
         print(f"ftlab: eager attention on CPU (faster than SDPA for sequences up to {longest} tokens; "
               f"{mb:.0f} MB of attention kept for the backward pass)")
+
+
+def check_trl_trains_here() -> None:
+    """Refuse early, with the fix, where the installed TRL cannot compute its loss.
+
+    TRL 1.15 (the newest Unsloth allows) computes the SFT and DPO losses in a Triton kernel with no other
+    path; PyTorch's CPU wheels have no Triton, and the kernel needs a GPU anyway. TRL 1.16 added a torch
+    path. Without this check the first training step fails inside TRL ('NoneType' has no attribute 'apply').
+    """
+    import trl
+    from packaging.version import Version
+
+    if Version(trl.__version__) >= Version("1.16") or torch.cuda.is_available():
+        return
+    raise RuntimeError(
+        f"TRL {trl.__version__} computes its training loss in a Triton kernel that runs only on a CUDA GPU, and "
+        "this machine has none. Fix: pip install -U 'trl>=1.16' (it adds a CPU path; ftlab supports it). "
+        "TRL 1.15 is for GPU machines with Unsloth, which pins trl<=1.15.")
 
 
 def score_loss_positions_only() -> bool:
@@ -320,14 +348,17 @@ def _base_revision(cfg: TrainConfig, model):
     return getattr(model.config, "_commit_hash", None)
 
 
-def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_bar: bool = True) -> TrainResult:
     """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
 
     callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot (a notebook figure).
+    progress_bar: False drops transformers' progress bar (the hyperparameter panel's Train button: from a
+    widget callback the notebook bar stops redrawing after its first update; the live plot shows progress).
     """
     cfg = resolve(cfg)
     if cfg.train_file is None:
         raise ValueError("train_file is not set. Fix: train_file=data/dates/train.jsonl (or your JSONL).")
+    check_trl_trains_here()
     precision = choose_precision()
     print(f"ftlab: {precision.reason}")
     resume = resume_point(cfg)
@@ -351,6 +382,9 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False) -> TrainRe
         use_fastest_attention(model, datasets["train"], cfg)
         model = add_adapter(model, cfg)
         trainer = build_trainer(cfg, model, tok, datasets["train"], datasets["eval"], extra, precision)
+        if not progress_bar:
+            trainer.remove_callback(ProgressCallback)
+            trainer.remove_callback(NotebookProgressCallback)
         start = time.perf_counter()
         with autocast(precision):
             out = trainer.train(resume_from_checkpoint=resume)

@@ -33,8 +33,12 @@ def trained_run(tmp_path_factory):
     from pathlib import Path
 
     from ftlab.config import load_config
-    from ftlab.train import train
+    from ftlab.train import check_trl_trains_here, train
 
+    try:
+        check_trl_trains_here()
+    except RuntimeError as e:  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_train.py checks the error
+        pytest.skip(str(e))
     root = Path(__file__).resolve().parent.parent
     data = root / "data" / "dates"
     cfg = load_config(root / "configs" / "dates_smoke.yaml", [

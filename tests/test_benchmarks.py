@@ -22,3 +22,23 @@ def test_train_throughput_tiny_prints_both_sides_and_ratios():
         assert key in rows, f"no {key} line in:\n{out.stdout}"
         a, b, ratio = rows[key]
         assert a > 0 and b > 0 and ratio == pytest.approx(b / a, rel=0.01)
+
+
+def test_long_rows_fill_max_length_with_the_task_pairs(tmp_path, tokenizer):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks/train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    src = ROOT / "data/dates/train.jsonl"
+    path = bench.long_conversations(str(src), tmp_path / "long.jsonl", max_length=512, rows=5)
+    chats = [json.loads(line)["messages"] for line in Path(path).read_text().splitlines()]
+    pairs = [json.loads(line)["messages"] for line in src.read_text().splitlines()]
+    assert len(chats) == 5
+    for messages in chats:
+        n = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+        assert 512 * 0.8 < n <= 512, n  # full, never over: no row is truncated
+        assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+    first = chats[0]
+    assert [first[i:i + 2] for i in range(0, len(first), 2)] == pairs[:len(first) // 2]  # the task's pairs, in order

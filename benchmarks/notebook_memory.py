@@ -1,7 +1,7 @@
 """Peak memory of every course notebook in the small profile: does each fit Binder's 2 GB?
 
 Each notebook runs top to bottom in its own process (nbclient + a fresh ipykernel) under binder/start, so
-with Binder's environment (small profile, the malloc settings); that process reports its children's peak
+with Binder's environment (small profile); that process reports its children's peak
 RSS, i.e. the kernel's or a `!ftlab` command's. One line per notebook, then the largest.
 
   python benchmarks/notebook_memory.py                 # every notebook (~15 min on 2 cores)

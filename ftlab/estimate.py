@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
-from ftlab.hardware import cpu_has_bf16
+from ftlab.hardware import cpu_has_bf16, memory_bytes
 
 SHAPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "shapes"  # shipped configs (repo checkout)
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
@@ -231,15 +231,10 @@ def cpu_baseline_bytes() -> int:
     return int(out.stdout.split()[-1])
 
 
-def _ram_bytes() -> int:
-    with open("/proc/meminfo") as f:  # first line: "MemTotal:  24684096 kB"
-        return int(f.readline().split()[1]) * 1024
-
-
 def hardware(gpu: str = "cpu") -> Hardware:
     """The target: 'cpu' (this machine, measured) or a GPU from GPUS ('T4', 'L4', 'A100-40', 'A100-80', 'H100')."""
     if gpu.lower() == "cpu":
-        return Hardware("cpu", _ram_bytes(), cpu_peak_tflops(), "bf16" if cpu_has_bf16() else "fp32",
+        return Hardware("cpu", memory_bytes(), cpu_peak_tflops(), "bf16" if cpu_has_bf16() else "fp32",
                         cpu_baseline_bytes())
     names = {k.lower(): k for k in GPUS}
     if gpu.lower() not in names:

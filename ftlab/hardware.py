@@ -100,6 +100,41 @@ def choose_backend(backend: str = "auto") -> tuple[str, str]:
     return "transformers", "no CUDA GPU: using transformers + PEFT on CPU (Unsloth needs CUDA)"
 
 
+def cgroup_memory_limit_files(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> list[str]:
+    """The files that hold this process's cgroup memory limit, v2 and v1 (any may be missing)."""
+    files = []
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # "0::/some/path" (v2) or "7:memory:/some/path" (v1)
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            files.append(f"{root}{path.rstrip('/')}/memory.max")
+        elif "memory" in controllers.split(","):
+            files.append(f"{root}/memory{path.rstrip('/')}/memory.limit_in_bytes")
+    # inside a container its own cgroup is mounted at the root
+    return files + [f"{root}/memory.max", f"{root}/memory/memory.limit_in_bytes"]
+
+
+def memory_bytes(meminfo: str = "/proc/meminfo", limits: list[str] | None = None) -> int:
+    """RAM this process may use: the machine's, or less where a container limits it (Binder: 2 GB).
+
+    /proc/meminfo shows the host's memory inside a container, so the cgroup limits are read too."""
+    with open(meminfo) as f:  # first line: "MemTotal:  24684096 kB"
+        total = int(f.readline().split()[1]) * 1024
+    for path in cgroup_memory_limit_files() if limits is None else limits:
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if value.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
+            total = min(total, int(value))
+    return total
+
+
 def free_disk_bytes(path: str = ".") -> int:
     while not os.path.exists(path):
         path = os.path.dirname(os.path.abspath(path))

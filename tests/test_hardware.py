@@ -26,3 +26,28 @@ def test_backend_choice_on_cpu():
         choose_backend("unsloth")
     with pytest.raises(ValueError, match="backend="):
         choose_backend("vllm")
+
+
+def test_memory_is_the_container_limit_when_there_is_one(tmp_path):
+    from ftlab.hardware import memory_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684096 kB\nMemFree:  1 kB\n")
+    host = 24684096 * 1024
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_bytes(str(meminfo), limits=(str(v2), str(v1))) == host  # no cgroup files: the machine's
+    v2.write_text("max\n")  # cgroup v2 without a limit
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    assert memory_bytes(str(meminfo), limits=(str(v2), str(v1))) == host
+    v2.write_text(f"{2 * 2**30}\n")  # Binder: 2 GB
+    assert memory_bytes(str(meminfo), limits=(str(v2), str(v1))) == 2 * 2**30
+
+
+def test_cgroup_limit_files_follow_this_process_cgroup(tmp_path):
+    from ftlab.hardware import cgroup_memory_limit_files
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:memory:/binder\n3:cpu,cpuacct:/x\n0::/user.slice/pod\n")
+    files = cgroup_memory_limit_files(str(proc), root="/cg")
+    assert files[:2] == ["/cg/memory/binder/memory.limit_in_bytes", "/cg/user.slice/pod/memory.max"], files
+    assert files[2:] == ["/cg/memory.max", "/cg/memory/memory.limit_in_bytes"]  # a container's own, at the root

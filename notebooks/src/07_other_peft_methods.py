@@ -41,15 +41,21 @@ print("profile:", profile(), "| working in", os.getcwd())
 # - `dora`: LoRA that learns each weight column's magnitude and direction apart.
 # - `full`: every weight of the model trains.
 # - Each gets a learning rate that suits it: few trained weights tolerate (and need) larger steps.
+# - Under 3 GB of memory (Binder gives 2 GB) the full fine-tuning run is left out, and the cell says so.
 
 # %%
 import json
 from pathlib import Path
 
 from ftlab.config import load_config
+from ftlab.hardware import memory_bytes
 from ftlab.tasks import load_split
 
 METHODS = ["prompt", "prefix", "ia3", "lora", "dora", "full"]
+if memory_bytes() < 3 * 2**30:  # Binder gives 2 GB; the full run alone holds ~1.1 GB of fp32 weights and gradients
+    METHODS.remove("full")
+    print(f"this machine gives {memory_bytes() / 2**30:.1f} GB: full fine-tuning (fp32 weights and gradients "
+          "alone: 1.1 GB) is left out; run this notebook on Colab or Kaggle to see it")
 LEARNING_RATE = {"prompt": 3e-2, "prefix": 1e-2, "ia3": 1e-2, "lora": 1e-3, "dora": 1e-3, "full": 5e-5}
 steps = pick(small=4, full=80)  # the same step budget for every method
 val_file = Path("runs/07/validation.jsonl")  # held-out rows for the eval loss: a few in the small profile
@@ -170,8 +176,9 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 # The lesson's own check: every method ran, parameter counts are ordered, full FT trains everything.
 assert list(table.index) == METHODS and table["eval loss"].notna().all(), table
 counts = table["trainable"]
-assert counts["prompt"] < counts["prefix"] < counts["lora"] < counts["dora"] < counts["full"], counts
+assert counts["prompt"] < counts["prefix"] < counts["lora"] < counts["dora"], counts
 assert counts["ia3"] < counts["lora"], counts
-assert table.loc["full", "trainable %"] == 100.0, table.loc["full"]
+if "full" in METHODS:  # left out under 3 GB of memory
+    assert counts["dora"] < counts["full"] and table.loc["full", "trainable %"] == 100.0, table.loc["full"]
 assert table.loc["lora", "eval loss"] < base_loss, (table.loc["lora", "eval loss"], base_loss)
 print("notebook check passed")

@@ -52,7 +52,7 @@ from ftlab.hardware import memory_bytes
 from ftlab.tasks import load_split
 
 METHODS = ["prompt", "prefix", "ia3", "lora", "dora", "full"]
-if memory_bytes() < 3 * 2**30:  # Binder gives 2 GB; the full run alone holds ~1.1 GB of fp32 weights and gradients
+if memory_bytes() < 3 * 2**30:  # Binder gives 2 GB; full FT alone holds 1.1 GB of fp32 weights + gradients
     METHODS.remove("full")
     print(f"this machine gives {memory_bytes() / 2**30:.1f} GB: full fine-tuning (fp32 weights and gradients "
           "alone: 1.1 GB) is left out; run this notebook on Colab or Kaggle to see it")

@@ -25,20 +25,23 @@ EXECUTE = """
 import json, resource, sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
 print("PEAK " + json.dumps(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
 """
 
 
-def notebook_peak_mb(path: Path, workdir: Path) -> tuple[float, float]:
-    """(kernel peak RSS in MB, seconds) for one notebook, run in a fresh process and kernel."""
-    env = {**os.environ, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+def notebook_peak_mb(path: Path, workdir: Path, python: str = sys.executable,
+                     env: dict | None = None) -> tuple[float, float]:
+    """(kernel peak RSS in MB, seconds) for one notebook, run by `python` in a fresh process and kernel.
+
+    python: an interpreter with nbclient and ipykernel (tests/test_binder.py passes a fresh Binder venv's)."""
+    base = os.environ if env is None else env
+    env = {**base, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            # the notebooks' `!ftlab ...` cells need this interpreter's scripts, as in an activated venv
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{Path(python).parent}{os.pathsep}{base.get('PATH', '')}"}
     start = time.perf_counter()
-    out = subprocess.run(["bash", str(ROOT / "binder" / "start"), sys.executable, "-c", EXECUTE, str(path),
-                          str(workdir)], env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(["bash", str(ROOT / "binder" / "start"), str(python), "-c", EXECUTE, str(path),
+                          str(workdir)], env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("PEAK ")), None)
     if out.returncode != 0 or line is None:

@@ -1,7 +1,7 @@
 """Side-by-side training throughput: (A) the usual recipe vs (B) ftlab's default path, each in its own process.
 
 A is what most tutorials run: TRL's SFTTrainer with its defaults, LoRA through `peft_config`, and
-`bf16=torch.cuda.is_bf16_supported()` (so fp32 on a CPU). B is `ftlab.train.train` with the same model, data,
+`bf16=torch.cuda.is_bf16_supported()` (so fp32 on a CPU). B is `ftlab.training.train` with the same model, data,
 max_length, effective batch, LoRA settings, seed and steps. After `--warmup` steps each side reports
 tokens/s (non-padding tokens), median time per step, peak memory, final train loss, eval loss (the same
 assistant-only loss, computed the same way for both), and model FLOPs utilisation; then the ratios B/A.
@@ -199,7 +199,7 @@ def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
 def side_b(args, model_name: str, out_dir: str, clock) -> tuple:
     """ftlab's default path for this hardware."""
     from ftlab.config import TrainConfig
-    from ftlab.train import train
+    from ftlab.training import train
 
     cfg = TrainConfig(model=model_name, train_file=args.train_file, output_dir=out_dir,
                       method="qlora" if args.qlora else "lora", r=args.r, lora_alpha=2 * args.r,
@@ -212,7 +212,7 @@ def side_b(args, model_name: str, out_dir: str, clock) -> tuple:
 
 
 def run_side(args) -> dict:
-    from ftlab.evaluate import eval_loss
+    from ftlab.evaluation import eval_loss
     from ftlab.hardware import choose_precision
 
     workdir = Path(tempfile.gettempdir()) / "ftlab-bench"

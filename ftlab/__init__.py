@@ -11,9 +11,9 @@ _WHERE = {  # public name -> the module that defines it
     "chat": "generate", "generate_batch": "generate",
     "TrainConfig": "config", "load_config": "config", "save_config": "config",
     "convert": "data", "convert_file": "data", "loss_mask": "lossmask",
-    "train": "train", "estimate": "estimate",
+    "train": "training", "estimate": "estimation",
     "merge_adapter": "merge", "load_adapters": "merge", "combine_adapters": "merge",
-    "evaluate": "evaluate", "eval_loss": "evaluate", "contamination": "evaluate",
+    "evaluate": "evaluation", "eval_loss": "evaluation", "contamination": "evaluation",
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 `peft_config(cfg, model)` builds the PEFT config for a method (LoRA, rsLoRA, DoRA, QLoRA, IA3,
 prefix or prompt tuning); `add_adapter(model, cfg)` returns the real `PeftModel` (or the model
 itself for full fine-tuning); `trainable_parameters(model)` counts what will learn.
-Leaves out: training (see `train.py`) and merging.
+Leaves out: training (see `training.py`) and merging.
 """
 
 from __future__ import annotations

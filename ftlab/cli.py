@@ -60,13 +60,13 @@ def _generate(args) -> None:
 
 
 def _train(args) -> None:
-    from ftlab.train import run_from_cli
+    from ftlab.training import run_from_cli
 
     run_from_cli(args.config, args.overrides)
 
 
 def _estimate(args) -> None:
-    from ftlab.estimate import estimate
+    from ftlab.estimation import estimate
 
     est = estimate(args.model, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
                    gpu=args.gpu, r=args.r, gradient_checkpointing=args.gradient_checkpointing)
@@ -85,7 +85,7 @@ def _merge(args) -> None:
 
 
 def _eval(args) -> None:
-    from ftlab.evaluate import run_eval_cli
+    from ftlab.evaluation import run_eval_cli
 
     print(run_eval_cli(args.model, args.adapter, args.data, load_in_4bit=args.load_in_4bit, limit=args.limit,
                        max_new_tokens=args.max_new_tokens))

@@ -4,7 +4,7 @@ Field names are TRL's and transformers' (`learning_rate`, `per_device_train_batc
 learner writes here carries over to `trl sft`, axolotl and Unsloth notebooks. Each field's comment says
 the trade-off. `load_config` checks names, types and combinations up front, so a typo fails in a
 second with the fix, not ten minutes into training. `resolve` fills the automatic choices (None / "auto")
-for this machine. Leaves out: building anything from the config (see `adapters.py` and `train.py`).
+for this machine. Leaves out: building anything from the config (see `adapters.py` and `training.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ftlab.embedded import DEFAULT_MODEL
+from ftlab.shipped import config_names, config_path
 
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
@@ -26,6 +27,8 @@ TASKS = ("sft", "dpo")
 BACKENDS = ("auto", "unsloth", "transformers")
 REPORT_TO = ("none", "tensorboard")
 RECORD_KEY = "versions"  # written by save_config for the record (library versions); not a setting
+FILE_KEYS = ("train_file", "eval_file", "test_file")  # inputs: a relative path in a YAML file is looked up
+#   beside that file first, then in the working directory (an override typed on a command line: the reverse)
 
 
 @dataclass
@@ -67,6 +70,8 @@ class TrainConfig:
     group_by_length: bool = True  # SFT batches of similar length: less padding (13% fewer tokens on data/dates);
     #   the loss curve wobbles a little more, since batch lengths now vary in runs
     gradient_checkpointing: bool | None = None  # ~30% slower, far less memory; None: on for 4-bit
+    bf16: bool | None = None  # None: bf16 where the hardware has it (GPU, or CPU bf16 instructions);
+    #   false: no bf16 - fp32 on a CPU (exact, slower), fp16 mixed precision on a GPU (as on a T4)
     optim: str | None = None  # None: paged_adamw_8bit on GPU (less memory), adamw_torch on CPU
     assistant_only_loss: bool = True  # chats: loss on the answers only; False: every token
     completion_only_loss: bool = True  # prompt/completion data: loss on the completion only
@@ -192,7 +197,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
     if cfg.benchmark_tasks:
-        from ftlab.evaluate import LM_EVAL_DIR, lm_eval_tasks
+        from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
 
         known = sorted(t["task"] for t in lm_eval_tasks())  # the task names the harness will be given
         unknown = [t for t in cfg.benchmark_tasks if t not in known]
@@ -216,34 +221,74 @@ def _eval_every(cfg: TrainConfig) -> int:
     return cfg.eval_steps or cfg.logging_steps * 5
 
 
-def config_from_dict(values: dict, overrides: typing.Iterable[str] = ()) -> TrainConfig:
-    """A validated TrainConfig from a dict (e.g. parsed YAML) plus 'key=value' override strings."""
+def _find_file(key: str, value: str, folders: list[Path]) -> str:
+    """`value` as an absolute path: the first of `folders` that holds it; else an error naming each place."""
+    if Path(value).expanduser().is_absolute():
+        return value
+    for folder in folders:
+        if (folder / value).exists():
+            return str((folder / value).resolve())
+    places = " or ".join(str((f / value).resolve()) for f in folders)
+    raise _error(key, value, f"no such file (looked for {places})",
+                 f"give a path that exists, relative to the config file or to where you run, or set {key}=null")
+
+
+def config_from_dict(values: dict, overrides: typing.Iterable[str] = (), base_dir: str | Path | None = None
+                     ) -> TrainConfig:
+    """A validated TrainConfig from a dict (e.g. parsed YAML) plus 'key=value' override strings.
+
+    base_dir: the folder of the YAML file `values` came from. With it, relative input files (FILE_KEYS) are
+    made absolute: the dict's beside base_dir first, the overrides' in the working directory first.
+    """
     hints, names = _hints(), [f.name for f in dataclasses.fields(TrainConfig)]
     values = {k: v for k, v in (values or {}).items() if k != RECORD_KEY}
+    typed = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value. Fix: write e.g. learning_rate=1e-4.")
-        values[key.strip()] = value.strip()
-    for key in values:
+        typed[key.strip()] = value.strip()
+    for key in [*values, *typed]:
         if key not in hints:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"config key {key!r} is not a TrainConfig field{hint} "
                              f"Fix: use one of the fields listed in ftlab/config.py.")
-    cfg = TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
-    return validate(cfg)
+    cfg_values = {k: _coerce(k, v, hints[k]) for k, v in {**values, **typed}.items()}
+    if base_dir is not None:
+        here, beside = Path.cwd(), Path(base_dir)
+        for key in FILE_KEYS:
+            if isinstance(cfg_values.get(key), str):
+                folders = [here, beside] if key in typed else [beside, here]
+                cfg_values[key] = _find_file(key, cfg_values[key], folders)
+    return validate(TrainConfig(**cfg_values))
+
+
+def find_config(name: str | Path) -> Path:
+    """A YAML file's path, or the shipped config of that name ('dates_lora'; see ftlab.shipped)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml"):  # a bare name: a shipped config?
+        try:
+            return config_path(path.name)
+        except FileNotFoundError:
+            pass
+    raise FileNotFoundError(f"no config file {str(name)!r}. Fix: name a shipped config "
+                            f"({', '.join(config_names())}) or give the path to a YAML file.")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
-    """Read a YAML config (or start from the defaults when path is None) and apply 'key=value' overrides."""
-    values = {}
-    if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a YAML mapping of key: value. "
-                             "Fix: see configs/dates_lora.yaml.")
-    return config_from_dict(values, overrides)
+    """Read a YAML config (a path, or a shipped config's name such as "dates_smoke"; None: the defaults)
+    and apply 'key=value' overrides. Relative data paths in the file resolve against the file's folder."""
+    if path is None:
+        return config_from_dict({}, overrides, base_dir=Path.cwd())
+    path = find_config(path)
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of key: value. "
+                         "Fix: see the shipped configs/dates_lora.yaml (`ftlab train dates_lora`).")
+    return config_from_dict(values, overrides, base_dir=path.resolve().parent)
 
 
 def save_config(cfg: TrainConfig, path: str | Path, versions: dict | None = None) -> Path:
@@ -293,5 +338,5 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "library_versions", "load_config",
+__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "find_config", "library_versions", "load_config",
            "resolve", "save_config", "validate"]

@@ -65,16 +65,27 @@ class Precision:
 
 
 def choose_precision(
-    cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None
+    cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None,
+    bf16: bool | None = None,
 ) -> Precision:
-    """Pick the training precision; the arguments exist so tests can fake a T4 or an old CPU."""
+    """Pick the training precision. bf16: the config's setting (None: where the hardware has it; False: no
+    bf16 anywhere; True: bf16 or an error). cuda, cuda_bf16, cpu_bf16 exist so tests can fake a machine."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         cuda_bf16 = cuda_bf16_supported() if cuda_bf16 is None else cuda_bf16
-        if cuda_bf16:
+        if bf16 and not cuda_bf16:
+            raise ValueError("config bf16=True, but this GPU has no native bf16 (e.g. a T4). "
+                             "Fix: bf16=null (fp16 mixed precision here) or bf16=false")
+        if cuda_bf16 and bf16 is not False:
             return Precision(True, False, False, "GPU supports bf16: training in bf16 mixed precision")
-        return Precision(False, True, False, "GPU has no bf16 (e.g. T4): training in fp16 mixed precision")
+        why = "bf16=false" if cuda_bf16 else "GPU has no bf16 (e.g. T4)"
+        return Precision(False, True, False, f"{why}: training in fp16 mixed precision")
     cpu_bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+    if bf16 and not cpu_bf16:
+        raise ValueError("config bf16=True, but this CPU has no bf16 instructions (AVX512-BF16 or AMX): "
+                         "bf16 would be emulated, slower than fp32. Fix: bf16=null or bf16=false")
+    if bf16 is False:
+        return Precision(False, False, False, "bf16=false: training in fp32 on CPU (exact, slower)")
     if cpu_bf16:
         return Precision(False, False, True, "CPU has bf16 instructions: bf16 autocast on CPU (fp32 master weights)")
     return Precision(False, False, False, "CPU without bf16 instructions: training in fp32")

@@ -20,7 +20,7 @@ import ipywidgets as W
 import torch
 
 from ftlab.config import METHODS, TrainConfig, config_from_dict, resolve
-from ftlab.estimate import GPUS, estimate
+from ftlab.estimation import GPUS, estimate
 from ftlab.monitor import LivePlot
 
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # Llama-style
@@ -130,7 +130,7 @@ class HyperparameterPanel:
         return config_from_dict({**dataclasses.asdict(self.base), **self.values()})
 
     def estimate(self, gpu: str | None = None):
-        """ftlab.estimate for the current values on `gpu` (default: the 'estimate for' widget); shows it."""
+        """ftlab.estimation for the current values on `gpu` (default: the 'estimate for' widget); shows it."""
         cfg = resolve(self.config)  # gradient checkpointing as train() decides it
         target = gpu or self.target.value
         # the optimizer config.resolve picks on the target (paged 8-bit AdamW needs CUDA) unless cfg names one
@@ -143,10 +143,10 @@ class HyperparameterPanel:
         return self.last_estimate
 
     def train(self, progress_bar: bool = True, **overrides):
-        """ftlab.train.train with the current values (after `set(**overrides)`), the live plot as callback.
+        """ftlab.training.train with the current values (after `set(**overrides)`), the live plot as callback.
 
         The Train button passes progress_bar=False: the live plot's title counts the steps instead."""
-        from ftlab.train import train
+        from ftlab.training import train
 
         self.set(**overrides)
         cfg = self.config
@@ -197,7 +197,7 @@ def _targets_value(target_modules) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"target_modules {unknown}: the panel offers all-linear and "
                          f"{', '.join(LINEAR_LAYERS)}. Fix: pick from those, or set target_modules on a "
-                         "TrainConfig and call ftlab.train.train on it.")
+                         "TrainConfig and call ftlab.training.train on it.")
     return tuple(target_modules)
 
 
@@ -311,7 +311,7 @@ class CombinationPanel:
         """ftlab.merge.combine_adapters with the sliders' values (or these), then exact match per task."""
         import pandas as pd
 
-        from ftlab.evaluate import evaluate
+        from ftlab.evaluation import evaluate
         from ftlab.merge import DENSITY_TYPES, combine_adapters, delete_adapter
 
         for slider, w in zip(self.weights, weights or []):

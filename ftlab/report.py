@@ -3,7 +3,7 @@
 `save_loss_plot(history, path)` draws the curves to a PNG (no display needed),
 `lineage(...)` records what went in (model, data files, config, code, library versions),
 `write_report(run_dir, summary)` turns a summary dict into a markdown report.
-Leaves out: computing the numbers (training in `train.py`, the curves' reading in `monitor.diagnose`).
+Leaves out: computing the numbers (training in `training.py`, the curves' reading in `monitor.diagnose`).
 """
 
 from __future__ import annotations

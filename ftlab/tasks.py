@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 
 from ftlab.generate import generate_batch
+from ftlab.shipped import data_dir
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ folder, next to the package
+DATA_DIR = data_dir()  # the shipped data/ folder (ftlab.shipped): inside the wheel, or data/ in a checkout
 QUOTES = "\"'`"
 
 
@@ -52,7 +53,8 @@ def load_split(task: str, split: str, data_dir: str | Path | None = None) -> lis
     """Rows of data/<task>/<split>.jsonl, e.g. load_split("dates", "test") -> 100 {"messages": [...]} dicts."""
     path = Path(data_dir or DATA_DIR) / task / f"{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"no split file at {path}: run `python data/make_data.py`, "
+        raise FileNotFoundError(f"no split file at {path}: the shipped tasks are "
+                                f"{sorted(p.name for p in DATA_DIR.iterdir() if (p / 'train.jsonl').is_file())}; "
                                 f"or pass data_dir= the folder holding {task}/{split}.jsonl")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -26,18 +26,18 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """configs/dates_smoke.yaml trained ONCE per session into a tmp dir: an ftlab.train.TrainResult.
+    """configs/dates_smoke.yaml trained ONCE per session into a tmp dir: an ftlab.training.TrainResult.
 
     Shared by every test that needs a finished run (its folder is `.run_dir`); a few LoRA steps, ~1 min.
     """
     from pathlib import Path
 
     from ftlab.config import load_config
-    from ftlab.train import check_trl_trains_here, train
+    from ftlab.training import check_trl_trains_here, train
 
     try:
         check_trl_trains_here()
-    except RuntimeError as e:  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_train.py checks the error
+    except RuntimeError as e:  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_training.py checks the error
         pytest.skip(str(e))
     root = Path(__file__).resolve().parent.parent
     data = root / "data" / "dates"

@@ -49,7 +49,7 @@ def test_train_reload_merge_generate(tmp_path, backend, method):
     from ftlab.config import load_config
     from ftlab.generate import chat
     from ftlab.merge import load_merged, merge_adapter
-    from ftlab.train import train
+    from ftlab.training import train
 
     cfg = load_config(ROOT / "configs" / "dates_smoke.yaml", [
         f"train_file={DATES / 'train.jsonl'}", f"eval_file={DATES / 'validation.jsonl'}",

@@ -224,7 +224,7 @@ def test_combine_adapters(two_adapters):
 
 @pytest.mark.slow
 def test_merge_a_training_run(trained_run, tmp_path):
-    """The run folder ftlab.train writes merges as is; validation rows serve as the fidelity prompts."""
+    """The run folder ftlab.training writes merges as is; validation rows serve as the fidelity prompts."""
     from ftlab.tasks import load_split
 
     result = merge_adapter(trained_run.run_dir, tmp_path / "merged", prompts=load_split("dates", "validation")[:3])

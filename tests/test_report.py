@@ -70,12 +70,12 @@ def test_git_state_sees_uncommitted_changes(tmp_path):
                        capture_output=True)
 
     git("init", "-q")
-    (tmp_path / "train.py").write_text("lr = 1e-4\n")
-    git("add", "train.py")
+    (tmp_path / "training.py").write_text("lr = 1e-4\n")
+    git("add", "training.py")
     git("commit", "-qm", "first")
     commit, dirty = git_state(tmp_path)
     assert len(commit) == 40 and dirty is False
-    (tmp_path / "train.py").write_text("lr = 1e-3\n")
+    (tmp_path / "training.py").write_text("lr = 1e-3\n")
     assert git_state(tmp_path) == (commit, True)
 
 

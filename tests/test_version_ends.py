@@ -3,7 +3,7 @@ pyproject.toml allows runs the quick test loop (which trains, merges and evaluat
 
 CI's own environment has the newest versions, so together the two ends are tested. TRL is the exception:
 its lower end (1.15, Unsloth's pin) computes its loss only in a Triton kernel on a CUDA GPU, so on a CPU
-this environment takes TRL 1.16, and test_train.py checks that 1.15 without a GPU is refused with the fix.
+this environment takes TRL 1.16, and test_training.py checks that 1.15 without a GPU is refused with the fix.
 """
 
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.train.check_trl_trains_here)
+CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.training.check_trl_trains_here)
 
 
 def lower_ends() -> dict[str, str]:

@@ -123,7 +123,7 @@ for chat_ in conversations(pairs[0]):
 # ## Which tokens carry the loss
 # - With `assistant_only_loss` (ftlab's default) the model is trained on the answers only, plus the
 #   `<|im_end|>` right after each answer: that token is how it learns to stop.
-# - `loss_mask(row, tokenizer)` shows it: green tokens carry loss. `ftlab.train` builds its labels from
+# - `loss_mask(row, tokenizer)` shows it: green tokens carry loss. `ftlab.training` builds its labels from
 #   this very mask. The warnings below it are the next section.
 
 # %%

@@ -23,7 +23,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 # - A linear layer computes `W x` with `W` of shape (d_out, d_in). Fine-tuning changes `W` to `W + ΔW`.
 # - LoRA keeps `W` frozen and learns `ΔW = B A`, with `A` (r, d_in) and `B` (d_out, r) for a small rank r,
 #   scaled by `alpha / r`: `y = W x + (alpha / r) * B (A x)`.
-# - `add_adapter` (what `ftlab.train` calls) wraps the chosen layers in PEFT's LoRA layers. Here one
+# - `add_adapter` (what `ftlab.training` calls) wraps the chosen layers in PEFT's LoRA layers. Here one
 #   layer, `q_proj` of the first block, rank 8.
 
 # %%
@@ -93,7 +93,7 @@ del model, peft_model, layer  # free the memory before training loads its own co
 # %% [markdown]
 # ## Fine-tune with the panel
 # - The panel edits the usual `TrainConfig` fields (the same names as TRL's `SFTConfig`). `Estimate`
-#   prints memory and time per step for this machine; `Train` runs `ftlab.train.train` with the panel's
+#   prints memory and time per step for this machine; `Train` runs `ftlab.training.train` with the panel's
 #   live loss plot as a callback. Every field the panel does not show comes from `cfg`.
 # - In the small profile (CI) the run is short: a high learning rate for LoRA (1e-3) and 16 steps of 8
 #   chats. Micro-batches of 2 (accumulated to 8) and gradient checkpointing keep it near 2 GB of memory.

@@ -21,8 +21,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
     # %cd ftlab
 
 # %% [markdown]
-# - The training configs name files relative to the repository root (`data/dates/train.jsonl`), so
-#   the notebook works from there.
+# - The training configs ship inside ftlab and find their data there: `load_config("dates_smoke")`.
 # - `pick(small=..., full=...)` keeps the CI run (FTLAB_PROFILE=small) to a few steps; the full
 #   profile is the real lesson.
 
@@ -30,10 +29,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 import os
 
 from ftlab.course import pick, profile
-from ftlab.tasks import DATA_DIR
-
-os.chdir(DATA_DIR.parent)  # the repo root
-print("profile:", profile(), "| working in", os.getcwd())
+print("profile:", profile(), "| runs written to", os.getcwd())
 
 # %% [markdown]
 # **Memory: fp32 vs 4-bit**
@@ -149,13 +145,13 @@ if torch.cuda.is_available():
     torch.cuda.reset_peak_memory_stats()  # peak_memory_mb below counts this run only, not the models above
 
 from ftlab.config import load_config
-from ftlab.train import train
+from ftlab.training import train
 
 val_rows = pick(small=16, full=100)  # validation rows for the loss before/after
 overrides = ["method=qlora", "backend=transformers", "output_dir=runs/03_qlora", "eval_file=null",
              f"max_steps={pick(small=4, full=60)}", f"test_limit={pick(small=8, full=100)}",
              "max_length=128", "eval_steps=1000", "save_steps=1000"]
-cfg = load_config("configs/dates_smoke.yaml", overrides)
+cfg = load_config("dates_smoke", overrides)
 qlora = train(cfg)
 qlora.model.print_trainable_parameters()
 print(qlora.model.base_model.model.model.layers[0].mlp.down_proj)  # a LoRA layer wrapping a Linear4bit
@@ -166,7 +162,7 @@ print(qlora.model.base_model.model.model.layers[0].mlp.down_proj)  # a LoRA laye
 # - The report's exact match compares base and tuned on test rows (few rows in the small profile).
 
 # %%
-from ftlab.evaluate import eval_loss
+from ftlab.evaluation import eval_loss
 from ftlab.merge import disabled
 from ftlab.tasks import load_split
 
@@ -200,7 +196,7 @@ if backend == "unsloth":
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    fast = train(load_config("configs/dates_smoke.yaml", overrides + ["backend=unsloth",
+    fast = train(load_config("dates_smoke", overrides + ["backend=unsloth",
                                                                       "output_dir=runs/03_qlora_unsloth"]))
     runs["Unsloth"] = fast.metrics
 else:

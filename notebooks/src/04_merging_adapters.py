@@ -26,7 +26,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 # - The small profile (CI) trains 12 steps of 4 chats each at a high learning rate: enough to see each
 #   skill appear, not to master it. The full profile trains 150 steps of 8.
 # - Training is notebook 02's lesson; here it runs as the terminal command `ftlab train CONFIG.yaml`
-#   (the same `ftlab.train.train`), each run in its own process, so this notebook's memory holds only
+#   (the same `ftlab.training.train`), each run in its own process, so this notebook's memory holds only
 #   what it merges. `save_config` writes the config that command reads.
 
 # %%

@@ -20,30 +20,31 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
     # %cd ftlab
 
 # %% [markdown]
-# - The configs name files relative to the repository root, so the notebook works from there.
+# - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
+#   folders (`runs/...`) are written beside this notebook.
 # - `pick(small=..., full=...)`: a few steps and rows in CI (FTLAB_PROFILE=small), the real job otherwise.
 
 # %%
 import os
 
 from ftlab.course import pick, profile
-from ftlab.tasks import DATA_DIR
+from ftlab.shipped import data_dir
 
-os.chdir(DATA_DIR.parent)  # the repo root
-print("profile:", profile(), "| working in", os.getcwd())
+DATA_DIR = data_dir()  # the course data, shipped inside the package
+print("profile:", profile(), "| data in", DATA_DIR, "| runs written to", os.getcwd())
 
 # %% [markdown]
 # **Something to evaluate**
 # - A LoRA adapter on the dates task: a few steps in the small profile, the course's main job
-#   (`configs/dates_lora.yaml`, ~10 minutes on a CPU) in the full one.
+#   (the shipped config `dates_lora`, ~10 minutes on a CPU) in the full one.
 # - `train()` returns the `PeftModel`: the base with the adapter `default` on top. Switching the adapter
 #   off gives back the base model, so one model in memory serves both sides of every comparison.
 
 # %%
 from ftlab.config import load_config
-from ftlab.train import train
+from ftlab.training import train
 
-config = pick(small="configs/dates_smoke.yaml", full="configs/dates_lora.yaml")
+config = pick(small="dates_smoke", full="dates_lora")
 overrides = ["output_dir=runs/05_evaluation", "eval_file=null", "test_file=null", "save_steps=1000"]
 overrides += pick(small=["max_steps=6", "max_length=128"], full=[])
 run = train(load_config(config, overrides))
@@ -58,7 +59,7 @@ print(type(model).__name__, "| adapters:", list(model.peft_config), "| steps:", 
 # - `ftlab.merge.disabled(model)` switches the adapter off: that is the base model.
 
 # %%
-from ftlab.evaluate import eval_loss
+from ftlab.evaluation import eval_loss
 from ftlab.merge import disabled
 from ftlab.tasks import load_split
 
@@ -80,7 +81,7 @@ print(f"tuned: loss {tuned['loss']:.3f}, perplexity {tuned['perplexity']:.2f}")
 #   eval loss on the same rows.
 
 # %%
-from ftlab.evaluate import evaluate
+from ftlab.evaluation import evaluate
 
 test_rows = load_split("dates", "test")[: pick(small=16, full=100)]
 table, answers = evaluate(model, test_rows, tokenizer=tok, metrics=("exact_match", "contains"), loss=True)
@@ -102,7 +103,7 @@ answers.head(8)
 #   rows copied into the training data.
 
 # %%
-from ftlab.evaluate import contamination
+from ftlab.evaluation import contamination
 
 
 def date_part(row):  # the date as written (last line of the prompt) and the ISO answer
@@ -134,7 +135,7 @@ import importlib.util
 
 import pandas as pd
 
-from ftlab.evaluate import LM_EVAL_MISSING, benchmark
+from ftlab.evaluation import LM_EVAL_MISSING, benchmark
 
 if importlib.util.find_spec("lm_eval") is None:
     print(LM_EVAL_MISSING)

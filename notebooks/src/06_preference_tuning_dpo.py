@@ -20,17 +20,18 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
     # %cd ftlab
 
 # %% [markdown]
-# - The configs name files relative to the repository root, so the notebook works from there.
+# - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
+#   folders (`runs/...`) are written beside this notebook.
 # - `pick(small=..., full=...)`: a few steps in CI (FTLAB_PROFILE=small), the real job otherwise.
 
 # %%
 import os
 
 from ftlab.course import pick, profile
-from ftlab.tasks import DATA_DIR
+from ftlab.shipped import data_dir
 
-os.chdir(DATA_DIR.parent)  # the repo root
-print("profile:", profile(), "| working in", os.getcwd())
+DATA_DIR = data_dir()  # the course data, shipped inside the package
+print("profile:", profile(), "| data in", DATA_DIR, "| runs written to", os.getcwd())
 
 # %% [markdown]
 # **Preference data**
@@ -44,7 +45,7 @@ import pandas as pd
 
 from ftlab.data import read_rows
 
-pairs = read_rows("data/dates/preference_train.jsonl")
+pairs = read_rows(DATA_DIR / "dates" / "preference_train.jsonl")
 print(len(pairs), "pairs; one of them as stored:", pairs[0], sep="\n")
 pd.DataFrame([{"date in the prompt": p["prompt"][-1]["content"].splitlines()[-1],
                "chosen": p["chosen"][0]["content"], "rejected": p["rejected"][0]["content"]}
@@ -63,10 +64,10 @@ import gc
 
 from ftlab.config import load_config
 from ftlab.merge import merge_adapter
-from ftlab.train import train
+from ftlab.training import train
 
 n_test = pick(small=8, full=100)  # test rows scored before/after each stage
-sft = train(load_config("configs/dates_smoke.yaml", [
+sft = train(load_config("dates_smoke", [
     "output_dir=runs/06_sft", "eval_file=null", f"test_limit={n_test}", "save_steps=1000",
     f"max_steps={pick(small=4, full=60)}", "max_length=128"]))
 sft_metrics = sft.metrics
@@ -83,10 +84,10 @@ print(merged.summary().splitlines()[0])
 # - `eval_file` holds 50 held-out pairs: DPO's rewards are measured on them at the end.
 
 # %%
-dpo = train(load_config("configs/dates_smoke.yaml", [
+dpo = train(load_config("dates_smoke", [
     "task=dpo", "model=runs/06_sft_merged", "output_dir=runs/06_dpo",
-    "train_file=data/dates/preference_train.jsonl", "eval_file=data/dates/preference_test.jsonl",
-    "test_file=data/dates/test.jsonl", f"test_limit={n_test}",
+    f"train_file={DATA_DIR / 'dates' / 'preference_train.jsonl'}",
+    f"eval_file={DATA_DIR / 'dates' / 'preference_test.jsonl'}", f"test_limit={n_test}",
     f"max_steps={pick(small=6, full=60)}", "learning_rate=5e-4", "beta=0.1", "max_length=128",
     "logging_steps=1", "eval_steps=1000", "save_steps=1000"]))
 print(type(dpo.trainer).__name__, "| reference: the same model with the adapter off")
@@ -151,7 +152,7 @@ def kind(pair):
     return "swap or off by one"
 
 
-held_out = read_rows("data/dates/preference_test.jsonl")
+held_out = read_rows(DATA_DIR / "dates" / "preference_test.jsonl")
 pd.Series([kind(p) for p in held_out]).value_counts()
 
 # %% [markdown]

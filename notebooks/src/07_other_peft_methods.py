@@ -20,17 +20,18 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
     # %cd ftlab
 
 # %% [markdown]
-# - The configs name files relative to the repository root, so the notebook works from there.
+# - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
+#   folders (`runs/...`) are written beside this notebook.
 # - `pick(small=..., full=...)`: a few steps in CI (FTLAB_PROFILE=small), the real comparison otherwise.
 
 # %%
 import os
 
 from ftlab.course import pick, profile
-from ftlab.tasks import DATA_DIR
+from ftlab.shipped import data_dir
 
-os.chdir(DATA_DIR.parent)  # the repo root
-print("profile:", profile(), "| working in", os.getcwd())
+DATA_DIR = data_dir()  # the course data, shipped inside the package
+print("profile:", profile(), "| data in", DATA_DIR, "| runs written to", os.getcwd())
 
 # %% [markdown]
 # **The methods, from fewest trained weights to all of them**
@@ -64,7 +65,7 @@ val_rows = load_split("dates", "validation")[: pick(small=16, full=100)]
 val_file.write_text("".join(json.dumps(r) + "\n" for r in val_rows))
 base_overrides = ["output_dir=runs/07", f"eval_file={val_file}", "test_file=null",
                   f"max_steps={steps}", "max_length=128", "eval_steps=1000", "save_steps=1000"]
-print(load_config("configs/dates_smoke.yaml", base_overrides + ["method=ia3"]))
+print(load_config("dates_smoke", base_overrides + ["method=ia3"]))
 
 # %% [markdown]
 # - Peak memory: `train()` reports the process's peak (RSS on a CPU, allocated memory on a GPU).
@@ -85,7 +86,7 @@ import torch
 
 from ftlab.merge import disabled
 from ftlab.tasks import score
-from ftlab.train import train
+from ftlab.training import train
 
 
 def reset_peak_memory():
@@ -105,7 +106,7 @@ for method in METHODS:
         overrides.append(f"optim={pick(small='adafactor', full='adamw_torch')}")
     gc.collect()
     reset_peak_memory()
-    run = train(load_config("configs/dates_smoke.yaml", overrides))
+    run = train(load_config("dates_smoke", overrides))
     m = run.metrics
     results.append({"method": method, "trainable": m["trainable_params"],
                     "trainable %": 100 * m["trainable_params"] / m["total_params"],

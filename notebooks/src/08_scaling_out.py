@@ -20,7 +20,8 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
     # %cd ftlab
 
 # %% [markdown]
-# - The configs name files relative to the repository root, so the notebook works from there.
+# - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
+#   folders (`runs/...`) are written beside this notebook.
 # - `!command` lines run in a shell. Putting this Python's folder first on PATH makes `ftlab` and
 #   `accelerate` the ones installed beside it (a virtual environment need not be activated).
 # - `pick(small=..., full=...)`: a couple of steps in CI (FTLAB_PROFILE=small).
@@ -32,21 +33,21 @@ import sys
 from pathlib import Path
 
 from ftlab.course import pick, profile
-from ftlab.tasks import DATA_DIR
+from ftlab.shipped import configs_dir, data_dir
 
-os.chdir(DATA_DIR.parent)  # the repo root
+DATA_DIR, CONFIGS = data_dir(), configs_dir()  # the course's data and configs, shipped inside the package
 for old in ("runs/08_cli", "runs/08_ddp"):  # start empty, so the checks below see this run's files
     shutil.rmtree(old, ignore_errors=True)
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 steps = pick(small=2, full=20)  # a demonstration; notebook 02 trains for real
-job = f"configs/dates_smoke.yaml max_steps={steps} eval_file=null save_steps=1000"  # the shared settings
-print("profile:", profile(), "| working in", os.getcwd(), "| job:", job)
+job = f"dates_smoke max_steps={steps} eval_file=null save_steps=1000"  # the shared settings
+print("profile:", profile(), "| runs written to", os.getcwd(), "| job:", job)
 
 # %% [markdown]
 # **The same run from the command line**
 # - `ftlab train` reads a YAML config, applies `key=value` overrides, and calls the very `train()` the
 #   notebooks call. It is what you run on a rented GPU box, in a job scheduler, or in `tmux` overnight.
-# - In a terminal: `ftlab train configs/dates_smoke.yaml output_dir=runs/08_cli max_steps=2`.
+# - In a terminal: `ftlab train dates_smoke output_dir=runs/08_cli max_steps=2` (a shipped config by name, or a path to your own YAML).
 
 # %%
 # !ftlab train {job} output_dir=runs/08_cli test_limit=4
@@ -72,7 +73,7 @@ import dataclasses
 
 from ftlab.config import TrainConfig, load_config, save_config
 
-cfg = load_config("configs/dates_lora.yaml", ["learning_rate=1e-4", "r=8", "output_dir=runs/08_mine"])
+cfg = load_config("dates_lora", ["learning_rate=1e-4", "r=8", "output_dir=runs/08_mine"])
 defaults = TrainConfig()
 print("differs from the defaults:")
 for key, value in dataclasses.asdict(cfg).items():
@@ -91,7 +92,7 @@ assert load_config(saved) == cfg
 recorded = load_config(run_dir / "finetune_config.yaml")
 print(f"recorded: method={recorded.method} max_steps={recorded.max_steps} optim={recorded.optim}")
 try:
-    load_config("configs/dates_lora.yaml", ["learnig_rate=1e-4"])
+    load_config("dates_lora", ["learnig_rate=1e-4"])
 except ValueError as err:
     print("ValueError:", err)
 
@@ -106,7 +107,7 @@ except ValueError as err:
 #     models that do not fit on one.
 
 # %%
-for path in sorted(Path("configs/accelerate").glob("*.yaml")):
+for path in sorted((CONFIGS / "accelerate").glob("*.yaml")):
     lines = path.read_text().splitlines()
     comments = [ln.lstrip("# ") for ln in lines if ln.startswith("#")]
     settings = {ln.split(":")[0]: ln.split(":", 1)[1].split("#")[0].strip() for ln in lines
@@ -120,8 +121,8 @@ for path in sorted(Path("configs/accelerate").glob("*.yaml")):
 
 # %%
 for strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
-    print(f"accelerate launch --config_file configs/accelerate/{strategy}.yaml "
-          "-m ftlab.cli train configs/dates_lora.yaml")
+    print(f"accelerate launch --config_file {CONFIGS / 'accelerate' / f'{strategy}.yaml'} "
+          "-m ftlab.cli train dates_lora")
 
 # %% [markdown]
 # - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. It is slower than
@@ -181,8 +182,9 @@ pd.DataFrame([{"GPUs": n,
 
 # %%
 # Exercise default: the medium level's config, written and checked (not run).
-numbers = dataclasses.replace(load_config("configs/dates_smoke.yaml"), train_file="data/numbers/train.jsonl",
-                              eval_file="data/numbers/validation.jsonl", test_file="data/numbers/test.jsonl",
+numbers = dataclasses.replace(load_config("dates_smoke"), train_file=str(DATA_DIR / "numbers" / "train.jsonl"),
+                              eval_file=str(DATA_DIR / "numbers" / "validation.jsonl"),
+                              test_file=str(DATA_DIR / "numbers" / "test.jsonl"),
                               output_dir="runs/08_numbers")
 print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab train runs/08_numbers.yaml")
 

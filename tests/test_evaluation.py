@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ftlab import generate_batch, load_model
-from ftlab.evaluate import (
+from ftlab.evaluation import (
     LM_EVAL_DIR,
     _batch,
     benchmark,
@@ -44,7 +44,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, sys, threading, time, psutil, torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from ftlab import load_model
-    from ftlab.evaluate import eval_loss
+    from ftlab.evaluation import eval_loss
     from ftlab.tasks import load_split
     torch.set_num_threads(1)
     n, which = int(sys.argv[1]), sys.argv[2]
@@ -218,7 +218,7 @@ def test_lm_eval_benchmark_on_local_tasks(model_and_tokenizer):
 def train_task_adapter(task: str, out, steps: int = 12, batch: int = 8, lr: float = 2e-3):
     """A LoRA adapter trained for `steps` AdamW steps on data/<task>/train.jsonl, loss on the answers only.
 
-    A plain loop rather than ftlab.train: a minute here instead of several (no TRL, no reports, no eval).
+    A plain loop rather than ftlab.training: a minute here instead of several (no TRL, no reports, no eval).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -239,7 +239,7 @@ def train_task_adapter(task: str, out, steps: int = 12, batch: int = 8, lr: floa
 
 @pytest.mark.slow
 def test_combined_adapter_does_both_tasks(tmp_path):
-    from ftlab.evaluate import combination_table
+    from ftlab.evaluation import combination_table
 
     adapters = {t: train_task_adapter(t, tmp_path / t) for t in ("dates", "numbers")}
     base, tok = load_model(verbose=False)

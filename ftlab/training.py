@@ -359,7 +359,7 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_b
     if cfg.train_file is None:
         raise ValueError("train_file is not set. Fix: train_file=data/dates/train.jsonl (or your JSONL).")
     check_trl_trains_here()
-    precision = choose_precision()
+    precision = choose_precision(bf16=cfg.bf16)
     print(f"ftlab: {precision.reason}")
     resume = resume_point(cfg)
     run_dir = Path(cfg.output_dir)
@@ -437,13 +437,13 @@ def _summary(cfg, model, trainer, out, seconds, history) -> dict:
 
 
 def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
-    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluate), greedy.
+    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluation), greedy.
 
     Exact match and contains on the generated answers; loss and perplexity on the reference answers
     (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
     lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed.
     """
-    from ftlab.evaluate import evaluate
+    from ftlab.evaluation import evaluate
 
     rows = _rows_for_scoring(cfg.test_file, tok, cfg)
     model.eval()  # Trainer leaves dropout on
@@ -469,7 +469,7 @@ def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
 
 def _benchmark(cfg: TrainConfig, model, tok, base_model):
     """lm-evaluation-harness on cfg.benchmark_tasks, base and tuned in one table; None (said) without lm-eval."""
-    from ftlab.evaluate import LM_EVAL_MISSING, benchmark
+    from ftlab.evaluation import LM_EVAL_MISSING, benchmark
 
     if importlib.util.find_spec("lm_eval") is None:
         print(f"ftlab: benchmark_tasks skipped: {LM_EVAL_MISSING}")

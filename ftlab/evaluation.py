@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from ftlab.generate import generate_batch
 from ftlab.tasks import DATA_DIR, contains, exact_match, prompts_and_references
 
-LM_EVAL_DIR = DATA_DIR / "lm_eval"  # local lm-evaluation-harness task YAMLs
+LM_EVAL_DIR = DATA_DIR / "lm_eval"  # local lm-evaluation-harness task YAMLs (shipped)
 LM_EVAL_MISSING = ("lm-evaluation-harness is not installed: pip install 'lm-eval>=0.4.9' "
-                   "(optional: the rest of ftlab.evaluate works without it)")
+                   "(optional: the rest of ftlab.evaluation works without it)")
 
 
 # --- loss and perplexity -----------------------------------------------------------------------------
@@ -193,15 +193,14 @@ def contamination(train_rows, eval_rows, n: int = 8, *, text=None, max_train_sha
 # --- lm-evaluation-harness ---------------------------------------------------------------------------
 
 def lm_eval_tasks(names=None, folder=LM_EVAL_DIR) -> list[dict]:
-    """Task configs from the YAMLs in `folder`, with relative data_files made absolute (from the repo root)."""
+    """Task configs from the YAMLs in `folder`, with relative data_files made absolute (from the YAML's folder)."""
     import yaml
 
     configs = [yaml.safe_load(p.read_text()) for p in sorted(Path(folder).glob("*.yaml"))]
-    root = DATA_DIR.parent
     for cfg in configs:
         files = cfg.get("dataset_kwargs", {}).get("data_files", {})
         for split, path in files.items():
-            files[split] = str(root / path) if not Path(path).is_absolute() else path
+            files[split] = str((Path(folder) / path).resolve()) if not Path(path).is_absolute() else path
     known = {c["task"]: c for c in configs}
     missing = set(names or []) - set(known)
     if missing:

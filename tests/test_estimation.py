@@ -1,7 +1,7 @@
-"""ftlab.estimate: parameter counts against the real model and PEFT, and the CPU total against a measured peak.
+"""ftlab.estimation: parameter counts against the real model and PEFT, and the CPU total against a measured peak.
 
 The measured runs train in a fresh python (this file run as a script), so that the models earlier tests
-loaded do not inflate the peak RSS; they read it as VmHWM (ftlab.estimate.peak_rss), because ru_maxrss
+loaded do not inflate the peak RSS; they read it as VmHWM (ftlab.estimation.peak_rss), because ru_maxrss
 inherits the parent's peak across exec.
 """
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from ftlab.estimate import NF4_BYTES, adapter_params, count_params, estimate, read_model_config
+from ftlab.estimation import NF4_BYTES, adapter_params, count_params, estimate, read_model_config
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MEASURED = {"batch_size": 2, "max_length": 256, "r": 16, "steps": 3}  # the measured run's settings
@@ -136,7 +136,7 @@ def _train_and_report(load_in_4bit: bool, gradient_checkpointing: bool = False) 
     from peft import LoraConfig, get_peft_model
 
     from ftlab import load_model
-    from ftlab.estimate import cpu_peak_tflops, peak_rss
+    from ftlab.estimation import cpu_peak_tflops, peak_rss
     from ftlab.hardware import cpu_has_bf16
 
     model, _ = load_model(load_in_4bit=load_in_4bit, verbose=False)

@@ -6,7 +6,7 @@
 Parameters are counted analytically for Llama-style decoders (grouped-query attention, gated MLP, RMSNorm).
 Memory adds the trainable parameters' gradients and optimizer states, the activations kept for backward,
 the logits and a framework overhead. The activation multipliers were counted with torch's saved-tensor
-hooks on SmolLM2-135M (PEFT 0.21, transformers 5.23, SDPA attention); tests/test_estimate.py checks the
+hooks on SmolLM2-135M (PEFT 0.21, transformers 5.23, SDPA attention); tests/test_estimation.py checks the
 CPU total against a measured peak RSS.
 Leaves out: mixture-of-experts, multi-GPU sharding (ZeRO/FSDP), sequence packing, lora_dropout > 0,
 eager attention (its batch x heads x seq x seq scores), and the memory allocator's fragmentation.
@@ -28,8 +28,9 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from ftlab.hardware import cpu_has_bf16, memory_bytes
+from ftlab.shipped import configs_dir
 
-SHAPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "shapes"  # shipped configs (repo checkout)
+SHAPES_DIR = configs_dir() / "shapes"  # shipped model-shape configs (ftlab.shipped)
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 LORA_FAMILY = ("lora", "rslora", "dora", "qlora")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -226,7 +227,7 @@ def peak_rss() -> int:
 @functools.cache
 def cpu_baseline_bytes() -> int:
     """Peak RSS of a fresh python that only imports torch, transformers and peft: a CPU run's floor (measured)."""
-    code = "import torch, transformers, peft\nfrom ftlab.estimate import peak_rss\nprint(peak_rss())"
+    code = "import torch, transformers, peft\nfrom ftlab.estimation import peak_rss\nprint(peak_rss())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 

@@ -127,9 +127,9 @@ def peak_memory_mb() -> dict:
     if torch.cuda.is_available():
         return {"peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
                 "peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
-    import resource
+    from ftlab.hardware import peak_rss  # VmHWM: right in a subprocess too, unlike ru_maxrss
 
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"peak_rss_mb": peak_rss() / 2**20}
 
 
 def long_conversations(src: str, out: Path, max_length: int, rows: int) -> str:

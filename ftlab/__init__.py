@@ -2,6 +2,16 @@
 
 `from ftlab import load_model, train, merge_adapter` works for every name below. Each is imported on
 first use (PEP 562), so `ftlab --help` or `import ftlab.data` does not pay for TRL, PEFT and bitsandbytes.
+
+Layers: a module imports only from its own line or the lines above it, never below (imports inside
+functions count; tests/test_layers.py checks every edge against this table):
+  core        shipped fingerprint hardware embedded course
+  data        formats data lossmask config examples
+  models      quant generate adapters models merge
+  evaluation  tasks evaluation
+  artefacts   curves monitor report
+  training    preflight speed training
+  front ends  estimation doctor panels cli
 """
 
 import importlib

@@ -44,6 +44,8 @@ def resolve_target_modules(model, target_modules: str | list[str]) -> str | list
     """'all-linear' as is; a list is checked against the model's linear layers (an unknown name raises)."""
     if target_modules == "all-linear":
         return target_modules
+    if isinstance(target_modules, str):  # one layer name
+        target_modules = [target_modules]
     names = linear_module_names(model)
     unknown = [t for t in target_modules if t not in names]
     if unknown:

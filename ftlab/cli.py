@@ -12,9 +12,9 @@ import sys
 
 
 def _doctor(args) -> None:
-    from ftlab.doctor import report
+    from ftlab.doctor import summary
 
-    print(report(prepare=args.prepare))
+    print(summary(prepare=args.prepare))
 
 
 def _data_check(args) -> None:
@@ -68,8 +68,9 @@ def _train(args) -> None:
 def _estimate(args) -> None:
     from ftlab.estimation import estimate
 
-    est = estimate(args.model, method=args.method, max_length=args.max_length, batch_size=args.batch_size,
-                   gpu=args.gpu, r=args.r, gradient_checkpointing=args.gradient_checkpointing)
+    est = estimate(args.model, method=args.method, max_length=args.max_length,
+                   per_device_train_batch_size=args.per_device_train_batch_size, gpu=args.gpu, r=args.r,
+                   gradient_checkpointing=args.gradient_checkpointing)
     print(est.table())
 
 
@@ -80,8 +81,7 @@ def _merge(args) -> None:
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     result = merge_adapter(args.adapter, args.out, base=args.base, dtype=dtype)
-    print(f"merged into {result.out_dir} ({result.size_bytes / 1e6:.0f} MB, {args.dtype}); "
-          f"fidelity: {result.fidelity}")
+    print(result.summary())
 
 
 def _eval(args) -> None:
@@ -92,6 +92,7 @@ def _eval(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ftlab.config import METHODS
     from ftlab.embedded import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="ftlab", description="Fine-tune LLMs: the course's jobs from a terminal.")
@@ -115,16 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="fine-tune from a YAML config; writes the run folder")
-    p.add_argument("config", help="e.g. configs/dates_lora.yaml")
+    p.add_argument("config", help="a shipped config's name (dates_lora, dates_smoke) or a path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value settings that replace the config's")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("estimate", help="memory, time per step and disk: will it fit?")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, folder, config JSON or shipped shape name")
-    p.add_argument("--method", default="lora",
-                   choices=["full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt"])
+    p.add_argument("--method", default="lora", choices=METHODS)
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--per-device-train-batch-size", "--batch-size", type=int, default=1,
+                   dest="per_device_train_batch_size")
     p.add_argument("--gpu", default="cpu", help="cpu (this machine), T4, L4, A100-40, A100-80, H100")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,7 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # ~30% slower, far less memory; None: on for 4-bit
     bf16: bool | None = None  # None: bf16 where the hardware has it (GPU, or CPU bf16 instructions);
     #   false: no bf16 - fp32 on a CPU (exact, slower), fp16 mixed precision on a GPU (as on a T4)
-    optim: str | None = None  # None: paged_adamw_8bit on GPU (less memory), adamw_torch on CPU
+    optim: str | None = None  # None: adamw_8bit on GPU (8-bit states, less memory), adamw_torch on CPU
     assistant_only_loss: bool = True  # chats: loss on the answers only; False: every token
     completion_only_loss: bool = True  # prompt/completion data: loss on the completion only
     # --- logging, evaluation, checkpoints
@@ -89,8 +88,13 @@ def _hints() -> dict[str, typing.Any]:
     return typing.get_type_hints(TrainConfig)
 
 
+def explain(key: str, value, why: str, fix: str) -> str:
+    """The one shape of every config problem: the setting, what is wrong, and the fix."""
+    return f"config {key}={value!r}: {why}. Fix: {fix}."
+
+
 def _error(key: str, value, why: str, fix: str) -> ValueError:
-    return ValueError(f"config {key}={value!r}: {why}. Fix: {fix}.")
+    return ValueError(explain(key, value, why, fix))
 
 
 def _coerce(key: str, value, hint):
@@ -132,21 +136,16 @@ def _check_choice(key: str, value, choices) -> None:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise a ValueError naming the key and the fix for a bad value or combination; return cfg."""
-    from transformers import SchedulerType
-    from transformers.training_args import OptimizerNames
+    """Raise a ValueError naming the key and the fix for a bad value or combination; return cfg unchanged.
 
+    Pure: the config's own names, types, ranges and combinations. What depends on this machine, its
+    libraries or its files (bitsandbytes, TensorBoard, the optimizer and scheduler names transformers
+    knows, the lm-eval tasks, the data files) is ftlab.preflight, which training runs before loading anything.
+    """
     _check_choice("method", cfg.method, METHODS)
     _check_choice("task", cfg.task, TASKS)
     _check_choice("backend", cfg.backend, BACKENDS)
     _check_choice("report_to", cfg.report_to, REPORT_TO)
-    _check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType])
-    if cfg.report_to == "tensorboard" and not (importlib.util.find_spec("tensorboard")
-                                               or importlib.util.find_spec("tensorboardX")):
-        raise _error("report_to", cfg.report_to, "TensorBoard is not installed",
-                     "pip install tensorboard, or report_to=none")
-    if cfg.optim is not None:
-        _check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
     for key in ("r", "lora_alpha", "num_virtual_tokens", "per_device_train_batch_size",
                 "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
                 "save_steps"):
@@ -162,15 +161,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
         raise _error("num_train_epochs", cfg.num_train_epochs, "no steps to run",
                      "set num_train_epochs or max_steps")
-    if isinstance(cfg.target_modules, str) and cfg.target_modules != "all-linear":
-        cfg.target_modules = [cfg.target_modules]  # a single module name
-    if cfg.method == "qlora":
-        from ftlab.hardware import bitsandbytes_usable
-
-        ok, why = bitsandbytes_usable()
-        if not ok:
-            raise _error("method", cfg.method, f"QLoRA loads the base in 4-bit, but {why}",
-                         "install bitsandbytes>=0.46, or use method=lora")
     if cfg.task == "dpo" and cfg.method in ("prefix", "prompt"):
         raise _error("method", cfg.method, "prefix/prompt tuning with DPO is not supported (the virtual "
                      "tokens shift the chosen/rejected log-probs TRL compares)",
@@ -196,24 +186,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
-    if cfg.benchmark_tasks:
-        from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
-
-        known = sorted(t["task"] for t in lm_eval_tasks())  # the task names the harness will be given
-        unknown = [t for t in cfg.benchmark_tasks if t not in known]
-        if unknown:
-            raise _error("benchmark_tasks", cfg.benchmark_tasks, f"no local lm-eval task {unknown}",
-                         f"use some of {known} (task files in {LM_EVAL_DIR})")
-        if cfg.test_file is None:
-            raise _error("benchmark_tasks", cfg.benchmark_tasks, "benchmarks run with the test evaluation",
-                         "set test_file, or benchmark_tasks=null")
-    if cfg.train_file is not None and not Path(cfg.train_file).exists():
-        raise _error("train_file", cfg.train_file, "no such file",
-                     "check the path (relative to where you run)")
-    for key in ("eval_file", "test_file"):
-        path = getattr(cfg, key)
-        if path is not None and not Path(path).exists():
-            raise _error(key, path, "no such file", f"check the path, or set {key}=null")
+    if cfg.benchmark_tasks and cfg.test_file is None:
+        raise _error("benchmark_tasks", cfg.benchmark_tasks, "benchmarks run with the test evaluation",
+                     "set test_file, or benchmark_tasks=null")
     return cfg
 
 
@@ -302,6 +277,15 @@ def save_config(cfg: TrainConfig, path: str | Path, versions: dict | None = None
     return path
 
 
+def default_optim(on_gpu: bool) -> str:
+    """ftlab's optimizer when the config names none (training, estimate and the panel all ask here).
+
+    On a GPU bitsandbytes' 8-bit AdamW (Unsloth's default): optimizer states in 8 bits, a quarter of
+    AdamW's. Not the paged variant: paging allocates CUDA managed memory. On a CPU plain AdamW (bitsandbytes'
+    8-bit optimizers need CUDA)."""
+    return "adamw_8bit" if on_gpu else "adamw_torch"
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """A copy of cfg with this machine's automatic choices: backend, optim, gradient_checkpointing."""
     import torch
@@ -314,8 +298,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
               f"method={cfg.method} (set backend=transformers to silence this)")
         backend = "transformers"
     on_gpu = torch.cuda.is_available()
-    # paged 8-bit Adam keeps optimizer state in 8 bits and pages it out on memory spikes; both need CUDA
-    optim = cfg.optim or ("paged_adamw_8bit" if on_gpu else "adamw_torch")
+    optim = cfg.optim or default_optim(on_gpu)
     # 4-bit training is chosen to save memory, so activations are recomputed to save more
     checkpointing = cfg.gradient_checkpointing
     if checkpointing is None:
@@ -324,19 +307,5 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                                eval_steps=_eval_every(cfg) if cfg.eval_file else cfg.eval_steps)
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a run depends on, for finetune_config.yaml."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("ftlab", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes",
-                 "unsloth"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "find_config", "library_versions", "load_config",
+__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "default_optim", "find_config", "load_config",
            "resolve", "save_config", "validate"]

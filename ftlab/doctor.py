@@ -5,21 +5,12 @@ Leaves out: fixing anything, except `prepare=True`, which builds the embedded mo
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 
 import torch
 
 from ftlab import embedded, hardware
-
-LIBRARIES = ["torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate", "gguf", "unsloth"]
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+from ftlab.fingerprint import library_versions
 
 
 def checks(prepare: bool = False) -> dict[str, str]:
@@ -31,8 +22,8 @@ def checks(prepare: bool = False) -> dict[str, str]:
         if torch.cuda.is_available() else "no GPU"
     found["bf16 (CPU)"] = "yes (AVX512-BF16/AMX)" if hardware.cpu_has_bf16() else "no (fp32 on CPU)"
     found["precision for training"] = hardware.choose_precision().reason
-    for lib in LIBRARIES:
-        found[lib] = _version(lib)
+    for lib, ver in library_versions(installed_only=False).items():
+        found[lib] = ver or "not installed"
     found["bitsandbytes usable"] = hardware.bitsandbytes_usable()[1]
     _, found["backend"] = hardware.choose_backend("auto")
     found["free disk"] = f"{hardware.free_disk_bytes('.') / 2**30:.1f} GiB"
@@ -48,7 +39,8 @@ def checks(prepare: bool = False) -> dict[str, str]:
     return found
 
 
-def report(prepare: bool = False) -> str:
+def summary(prepare: bool = False) -> str:
+    """The doctor's findings as aligned text, one per line (what `ftlab doctor` prints)."""
     found = checks(prepare)
     width = max(map(len, found))
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in found.items())

@@ -9,13 +9,14 @@ Leaves out: any other model (there is no other GGUF we can count on offline).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ftlab.fingerprint import file_sha256
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,14 +70,6 @@ def gguf_special_token_ids(path: Path) -> dict[str, int]:
     return out
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build(force: bool = False) -> Path:
     """Write the embedded model into the HF cache (once) and return its snapshot folder."""
     snap = cached_snapshot()
@@ -112,7 +105,7 @@ def build(force: bool = False) -> Path:
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
 
-    gguf_sha = _file_sha256(gguf)
+    gguf_sha = file_sha256(gguf)
     revision = gguf_sha[:40]  # a commit-like name for the snapshot, stable for one GGUF file
     repo = _repo_cache_dir()
     (repo / "snapshots").mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -27,11 +26,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
+from ftlab.config import METHODS, default_optim
 from ftlab.hardware import cpu_has_bf16, memory_bytes
 from ftlab.shipped import configs_dir
 
 SHAPES_DIR = configs_dir() / "shapes"  # shipped model-shape configs (ftlab.shipped)
-METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 LORA_FAMILY = ("lora", "rslora", "dora", "qlora")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -211,28 +210,15 @@ def cpu_peak_tflops(n: int = 1024) -> float:
     return 2 * n**3 / best / 1e12
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory, in bytes.
-
-    Linux: VmHWM. ru_maxrss also carries the peak of the parent that started the process (kept across
-    exec), so in a subprocess of a big notebook or test run it reports the parent's peak instead.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) * 1024  # kB
-    except OSError:  # not Linux; macOS reports ru_maxrss in bytes
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 @functools.cache
 def cpu_baseline_bytes() -> int:
     """Peak RSS of a fresh python that only imports torch, transformers and peft: a CPU run's floor (measured)."""
-    code = "import torch, transformers, peft\nfrom ftlab.estimation import peak_rss\nprint(peak_rss())"
+    code = "import torch, transformers, peft\nfrom ftlab.hardware import peak_rss\nprint(peak_rss())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 
 
-def hardware(gpu: str = "cpu") -> Hardware:
+def target_hardware(gpu: str = "cpu") -> Hardware:
     """The target: 'cpu' (this machine, measured) or a GPU from GPUS ('T4', 'L4', 'A100-40', 'A100-80', 'H100')."""
     if gpu.lower() == "cpu":
         return Hardware("cpu", memory_bytes(), cpu_peak_tflops(), "bf16" if cpu_has_bf16() else "fp32",
@@ -253,11 +239,11 @@ class Settings:
 
     method: str = "lora"
     max_length: int = 512  # tokens per sequence (padded/truncated)
-    batch_size: int = 1  # per_device_train_batch_size
+    per_device_train_batch_size: int = 1  # TrainConfig / TRL name
     r: int = 16  # LoRA rank
     target_modules: str | tuple = "all-linear"
     gradient_checkpointing: bool = False  # ftlab turns it on for qlora only
-    optimizer: str = "adamw_torch"  # TrainingArguments `optim`; paged_adamw_8bit on a GPU
+    optim: str = "adamw_torch"  # TrainingArguments `optim`; config.default_optim picks it for a machine
     load_in_4bit: bool = False
     num_virtual_tokens: int = 20  # prefix / prompt tuning
 
@@ -311,7 +297,7 @@ class Estimate:
             ("weights", fmt_bytes(self.weights)),
             ("adapters", fmt_bytes(self.adapters)),
             ("gradients", fmt_bytes(self.gradients)),
-            ("optimizer states", f"{fmt_bytes(self.optimizer_states)} ({st.optimizer})"),
+            ("optimizer states", f"{fmt_bytes(self.optimizer_states)} ({st.optim})"),
             ("activations", (f"{fmt_bytes(self.activations)} ({self.act_multiplier:.0f} x hidden bytes per token"
                              f" per layer{checkpointing})")),
             ("logits", fmt_bytes(self.logits)),
@@ -322,7 +308,8 @@ class Estimate:
             ("adapter on disk", f"{fmt_bytes(self.disk_adapter)} (fp32; half that in 16-bit)"),
             ("merged, 16-bit", fmt_bytes(self.disk_merged)),
         ]
-        lines = [f"{self.model}: {what}, batch {st.batch_size} x {st.max_length} tokens, on {self.gpu}"]
+        lines = [f"{self.model}: {what}, batch {st.per_device_train_batch_size} x {st.max_length} tokens, "
+                 f"on {self.gpu}"]
         lines += [f"{name:<18}{value}" for name, value in rows]
         lines += [f"note: {n}" for n in self.notes] + [f"to fit: {s}" for s in self.suggestions]
         return "\n".join(lines)
@@ -336,30 +323,31 @@ def fmt_bytes(n: float) -> str:
     return f"{n / GB:,.2f} GB" if n >= GB else f"{n / MB:,.1f} MB"
 
 
-def estimate(model, method="lora", max_length=512, batch_size=1, gpu="cpu", r=16, target_modules="all-linear",
-             gradient_checkpointing=None, optimizer=None, load_in_4bit=None, num_virtual_tokens=20) -> Estimate:
+def estimate(model, method="lora", max_length=512, per_device_train_batch_size=1, gpu="cpu", r=16,
+             target_modules="all-linear", gradient_checkpointing=None, optim=None, load_in_4bit=None,
+             num_virtual_tokens=20) -> Estimate:
     """Memory, time per step and disk for fine-tuning `model` with `method` on `gpu`; print `.table()`.
 
     model: hub id, local folder, JSON config file, shipped shape name ('llama-3.2-1b'), dict or PretrainedConfig.
     gpu: 'cpu' (this machine: fp32 weights, bf16 autocast) or 'T4', 'L4', 'A100-40', 'A100-80', 'H100'.
     gradient_checkpointing: None follows ftlab's training default (config.resolve): on for qlora only.
-    optimizer: a TrainingArguments `optim` name (see OPTIMIZER_BYTES); None follows ftlab's training default:
-        paged_adamw_8bit on a GPU, adamw_torch on the CPU.
+    optim: a TrainingArguments `optim` name (see OPTIMIZER_BYTES); None follows ftlab's training default
+        (config.default_optim: adamw_8bit on a GPU, adamw_torch on the CPU).
     load_in_4bit: None means True for 'qlora' and False otherwise.
     """
-    settings = _settings(method, max_length, batch_size, r, target_modules, gradient_checkpointing, optimizer,
-                         load_in_4bit, num_virtual_tokens)
-    shape, hw = shape_of(model), hardware(gpu)
-    if optimizer is None:  # the same choice ftlab.config.resolve makes for a training run
-        settings = replace(settings, optimizer="adamw_torch" if hw.is_cpu else "paged_adamw_8bit")
+    settings = _settings(method, max_length, per_device_train_batch_size, r, target_modules,
+                         gradient_checkpointing, optim, load_in_4bit, num_virtual_tokens)
+    shape, hw = shape_of(model), target_hardware(gpu)
+    if optim is None:  # the same choice ftlab.config.resolve makes for a training run
+        settings = replace(settings, optim=default_optim(on_gpu=not hw.is_cpu))
     est = _estimate(shape, settings, hw)
     if not est.fits:
         est.suggestions = suggest(shape, settings, hw)
     return est
 
 
-def _settings(method, max_length, batch_size, r, target_modules, gradient_checkpointing, optimizer, load_in_4bit,
-              num_virtual_tokens) -> Settings:
+def _settings(method, max_length, per_device_train_batch_size, r, target_modules, gradient_checkpointing, optim,
+              load_in_4bit, num_virtual_tokens) -> Settings:
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}")
     if load_in_4bit is None:
@@ -368,15 +356,15 @@ def _settings(method, max_length, batch_size, r, target_modules, gradient_checkp
         raise ValueError("method='qlora' is LoRA on a 4-bit base: drop load_in_4bit=False, or use method='lora'")
     if method == "full" and load_in_4bit:
         raise ValueError("4-bit weights cannot be trained: use method='qlora' (LoRA on the 4-bit base)")
-    optimizer = optimizer or "adamw_torch"  # estimate() sets the GPU default once it knows the hardware
-    if optimizer not in OPTIMIZER_BYTES:
-        raise ValueError(f"optimizer={optimizer!r}: use one of {list(OPTIMIZER_BYTES)}")
+    optim = optim or default_optim(on_gpu=False)  # estimate() sets the GPU default once it knows the hardware
+    if optim not in OPTIMIZER_BYTES:
+        raise ValueError(f"optim={optim!r}: use one of {list(OPTIMIZER_BYTES)}")
     if gradient_checkpointing is None:  # as ftlab.config.resolve: 4-bit runs recompute activations
         gradient_checkpointing = method == "qlora"
     if not isinstance(target_modules, str):
         target_modules = tuple(target_modules)  # hashable, so Settings can be replaced and compared
-    return Settings(method, max_length, batch_size, r, target_modules, gradient_checkpointing, optimizer,
-                    load_in_4bit, num_virtual_tokens)
+    return Settings(method, max_length, per_device_train_batch_size, r, target_modules, gradient_checkpointing,
+                    optim, load_in_4bit, num_virtual_tokens)
 
 
 def _estimate(s: Shape, st: Settings, hw: Hardware) -> Estimate:
@@ -397,7 +385,8 @@ def _estimate(s: Shape, st: Settings, hw: Hardware) -> Estimate:
         # pages read to quantize the linears stay resident: file-backed, counted in RSS
         overhead += n_linear * s.checkpoint_bytes
 
-    tokens = st.batch_size * (st.max_length + (st.num_virtual_tokens if st.method == "prompt" else 0))
+    virtual = st.num_virtual_tokens if st.method == "prompt" else 0
+    tokens = st.per_device_train_batch_size * (st.max_length + virtual)
     activations, multiplier = _activations(s, st, tokens, mm, other, linear)
     # Logits: the 16-bit lm_head output, its fp32 log-probs (kept for backward), and two fp32 gradients
     # alive together in log_softmax's backward; autocast also keeps a 16-bit copy of an fp32 lm_head.
@@ -417,7 +406,7 @@ def _estimate(s: Shape, st: Settings, hw: Hardware) -> Estimate:
         notes.append("overhead: CUDA context; activations assume a fused attention kernel (no seq x seq scores)")
     return Estimate(
         model=s.name, gpu=hw.name, settings=st, params=params["total"], trainable=trainable, weights=weights,
-        adapters=adapters, gradients=4 * trainable, optimizer_states=OPTIMIZER_BYTES[st.optimizer] * trainable,
+        adapters=adapters, gradients=4 * trainable, optimizer_states=OPTIMIZER_BYTES[st.optim] * trainable,
         activations=activations, logits=logits, overhead=overhead, memory=hw.memory, act_multiplier=multiplier,
         flops=flops, peak_tflops=hw.tflops, utilisation=UTILISATION["cpu" if hw.is_cpu else "gpu"],
         disk_adapter=4 * trainable, disk_merged=2 * params["total"], notes=notes)
@@ -471,13 +460,14 @@ def suggest(shape: Shape, st: Settings, hw: Hardware) -> list[str]:
                        if st.method == "full" else ("load_in_4bit=True", {"load_in_4bit": True}))
     if not st.gradient_checkpointing:
         changes.append(("gradient_checkpointing=True", {"gradient_checkpointing": True}))
-    if st.batch_size > 1:
-        changes.append((f"batch_size=1, gradient_accumulation_steps={st.batch_size} (same effective batch)",
-                        {"batch_size": 1}))
+    if st.per_device_train_batch_size > 1:
+        changes.append((f"per_device_train_batch_size=1, gradient_accumulation_steps={st.per_device_train_batch_size} "
+                        "(same effective batch)",
+                        {"per_device_train_batch_size": 1}))
     if st.method in LORA_FAMILY and st.r > 4:
         changes.append((f"r={st.r // 2}", {"r": st.r // 2}))
-    if st.method == "full" and OPTIMIZER_BYTES[st.optimizer] > 2:
-        changes.append(("optimizer='paged_adamw_8bit'", {"optimizer": "paged_adamw_8bit"}))
+    if st.method == "full" and OPTIMIZER_BYTES[st.optim] > 2:
+        changes.append(("optim='adamw_8bit'", {"optim": "adamw_8bit"}))
     shorter = _shorter_max_length(shape, st, hw)
     if shorter:
         changes.append((f"max_length={shorter}", {"max_length": shorter}))

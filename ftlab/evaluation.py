@@ -12,18 +12,23 @@ Leaves out: LLM-as-judge, sampled (non-greedy) metrics, distributed evaluation.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ftlab.data import convert
+from ftlab.formats import conversations
 from ftlab.generate import generate_batch
+from ftlab.lossmask import loss_mask
+from ftlab.merge import answering_as, combine_adapters, delete_adapter, load_adapters
+from ftlab.models import load_model
 from ftlab.tasks import DATA_DIR, contains, exact_match, prompts_and_references
 
 LM_EVAL_DIR = DATA_DIR / "lm_eval"  # local lm-evaluation-harness task YAMLs (shipped)
@@ -39,8 +44,6 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logits_scaling", "logit_scale")
 
 def _batch(rows, tokenizer, max_length: int):
     """(input_ids, attention_mask, loss_mask), each (batch, longest) and right-padded: the training loss mask."""
-    from ftlab.lossmask import loss_mask
-
     views = [loss_mask(row, tokenizer, max_length=max_length) for row in rows]
     width = max(len(v.input_ids) for v in views)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -106,19 +109,6 @@ def _contenders(models, tokenizer, adapters) -> dict:
     return {"base": (models, tokenizer, False)} | {a: (models, tokenizer, a) for a in adapters or models.peft_config}
 
 
-@contextmanager
-def _answering_as(model, adapter):
-    from ftlab.merge import disabled, use_adapter
-
-    if adapter is False:
-        with disabled(model):
-            yield
-        return
-    if adapter is not None:
-        use_adapter(model, adapter)
-    yield
-
-
 def evaluate(models, rows, *, tokenizer=None, adapters=None, metrics=("exact_match", "contains"),
              scorers: dict | None = None, loss: bool = False, max_new_tokens: int = 32,
              batch_size: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -138,7 +128,7 @@ def evaluate(models, rows, *, tokenizer=None, adapters=None, metrics=("exact_mat
     active = None if isinstance(models, dict) else models.active_adapter
     table = {}
     for name, (model, tok, adapter) in _contenders(models, tokenizer, adapters).items():
-        with _answering_as(model, adapter):
+        with answering_as(model, adapter):
             answers[name] = generate_batch(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
             table[name] = {m: sum(float(fn(a, r)) for a, r in zip(answers[name], refs)) / len(refs)
                            for m, fn in score.items()}
@@ -237,10 +227,6 @@ def benchmark(model, tokenizer, tasks=None, *, limit: int | None = None, batch_s
 def run_eval_cli(model: str, adapter: str | None, data: str, *, load_in_4bit: bool = False,
                  limit: int | None = None, max_new_tokens: int = 32, loss: bool = True, show: int = 5) -> str:
     """Text for `ftlab eval`: metrics of the base model (and the adapter, side by side) on a data file."""
-    from ftlab.data import convert
-    from ftlab.merge import load_adapters
-    from ftlab.models import load_model
-
     rows = [r for r in convert(data).rows if "messages" in r][:limit]
     if not rows:
         raise ValueError(f"{data} has no chat rows to evaluate: it needs messages ending with the answer")
@@ -254,23 +240,89 @@ def run_eval_cli(model: str, adapter: str | None, data: str, *, load_in_4bit: bo
 
 # --- adapters trained on two tasks, and their combination --------------------------------------------
 
-def combination_table(base_model, tokenizer, adapters: dict, tasks: dict, *, weights=None,
-                      combination_type: str = "cat", max_new_tokens: int = 16) -> pd.DataFrame:
+def combination_table(model, tokenizer, adapters, tasks: dict, *, weights=None, combination_type: str = "cat",
+                      density: float | None = None, name: str = "combined", max_new_tokens: int = 16,
+                      singles: pd.DataFrame | None = None) -> pd.DataFrame:
     """Exact match of the base, each single-task adapter and their combination on every task (rows x tasks).
 
-    adapters: {name: run_dir}; tasks: {task name: rows}. weights: one per adapter (default 1.0 each:
-    'cat' then adds the full updates of both). base_model is wrapped in place: a PeftModel around it holds
-    every adapter plus "combined".
+    adapters: {name: run_dir} to load into `model` (a base model, wrapped in place in a PeftModel), or the
+    names of adapters `model` already holds. weights: one per adapter (default 1.0 each: 'cat' then adds
+    the full updates of both). A combination `name` made earlier is replaced. singles: an earlier table of
+    the same adapters and tasks; its base and single-adapter rows are reused (they do not depend on the
+    weights), so only the combination is scored again (the combination panel's sliders).
     """
-    from ftlab.merge import combine_adapters, load_adapters
-
-    model = load_adapters(base_model, adapters)
+    if isinstance(adapters, dict):
+        model = load_adapters(model, adapters)
     names = list(adapters)
-    combine_adapters(model, names, weights or [1.0] * len(names), name="combined",
-                     combination_type=combination_type)
+    if name in model.peft_config:
+        model.set_adapter(names[0])  # PEFT deletes an inactive adapter cleanly
+        delete_adapter(model, name)
+    combine_adapters(model, names, weights or [1.0] * len(names), name=name, combination_type=combination_type,
+                     density=density)
     columns = {}
     for task, rows in tasks.items():
-        table, _ = evaluate(model, rows, tokenizer=tokenizer, adapters=names + ["combined"],
-                            metrics=("exact_match",), max_new_tokens=max_new_tokens)
-        columns[task] = table["exact_match"]
+        if singles is None:
+            table, _ = evaluate(model, rows, tokenizer=tokenizer, adapters=[*names, name],
+                                metrics=("exact_match",), max_new_tokens=max_new_tokens)
+            columns[task] = table["exact_match"]
+        else:
+            table, _ = evaluate({name: (model, tokenizer)}, rows, metrics=("exact_match",),
+                                max_new_tokens=max_new_tokens)
+            columns[task] = pd.concat([singles[task].drop(name), table["exact_match"]])
     return pd.DataFrame(columns)
+
+
+# --- the end of a training run: base vs tuned on the test rows ---------------------------------------
+
+N_SAMPLES = 5  # test generations shown side by side in the report
+
+
+def test_rows(path, limit: int | None = None) -> list[dict]:
+    """A test file's rows as {"messages": [...]} chats (any format ftlab.data reads), the first `limit`."""
+    rows = [{"messages": conversations(r)[0]} for r in convert(path).rows]
+    return rows[:limit] if limit else rows
+
+
+def evaluate_run(cfg, model, tokenizer) -> dict:
+    """The run report's evaluation on cfg.test_file: base vs tuned side by side (evaluate), greedy.
+
+    Exact match and contains on the generated answers; loss and perplexity on the reference answers
+    (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
+    lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed. A PEFT model serves as
+    its own base (adapter off); full fine-tuning changed the weights, so the base is loaded again
+    (transformers backend: the comparison must not depend on how training ran).
+    """
+    rows = test_rows(cfg.test_file, cfg.test_limit)
+    model.eval()  # Trainer leaves dropout on
+    loss = cfg.method not in ("prefix", "prompt")
+    base_model = None
+    if hasattr(model, "disable_adapter"):
+        name = model.active_adapter
+        # batches of 8: generating 16 at a time through a PeftModel on a bf16 base peaked 430 MB higher
+        table, answers = evaluate(model, rows, tokenizer=tokenizer, adapters=[name], loss=loss,
+                                  max_new_tokens=16, batch_size=8)
+        table, answers = table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
+    else:
+        base_model, _ = load_model(cfg.model, backend="transformers", verbose=False)
+        table, answers = evaluate({"base": (base_model.eval(), tokenizer), "tuned": (model, tokenizer)}, rows,
+                                  loss=loss, max_new_tokens=16, batch_size=8)
+    out = {"base_exact_match": float(table.loc["base", "exact_match"]),
+           "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
+           "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}
+    if cfg.benchmark_tasks:
+        out["benchmark_table"] = _benchmark_base_and_tuned(cfg, model, tokenizer, base_model)
+    return out
+
+
+def _benchmark_base_and_tuned(cfg, model, tokenizer, base_model):
+    """lm-evaluation-harness on cfg.benchmark_tasks, base and tuned in one table; None (said) without lm-eval."""
+    if importlib.util.find_spec("lm_eval") is None:
+        print(f"ftlab: benchmark_tasks skipped: {LM_EVAL_MISSING}")
+        return None
+    if base_model is None:
+        with model.disable_adapter():
+            base = benchmark(model, tokenizer, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    else:
+        base = benchmark(base_model, tokenizer, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    tuned = benchmark(model, tokenizer, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
+    return base.rename(columns={"value": "base"}).assign(tuned=tuned["value"].to_numpy())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import resource
 import shutil
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ def bitsandbytes_usable() -> tuple[bool, str]:
     if importlib.util.find_spec("bitsandbytes") is None:
         return False, "bitsandbytes is not installed: pip install bitsandbytes"
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except Exception as err:  # a broken CUDA setup raises here, not at find_spec
         return False, f"bitsandbytes fails to import: {err}"
     return True, f"bitsandbytes {bitsandbytes.__version__} on {'CUDA' if torch.cuda.is_available() else 'CPU'}"
@@ -157,3 +158,32 @@ def gpu_summary() -> str:
         return "CPU only"
     props = torch.cuda.get_device_properties(0)
     return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory, in bytes.
+
+    Linux: VmHWM. ru_maxrss also carries the peak of the parent that started the process (kept across
+    exec), so in a subprocess of a big notebook or test run it reports the parent's peak instead.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) * 1024  # kB
+    except OSError:  # not Linux; macOS reports ru_maxrss in bytes
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_memory_mb() -> float:
+    """The one peak-memory figure ftlab reports: the GPU's peak allocation on CUDA, else peak_rss() in MB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return peak_rss() / 2**20
+
+
+def reset_peak_memory() -> None:
+    """Start peak_memory_mb() afresh: the CUDA allocator's peak, or the kernel's high-water mark (Linux)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    elif os.path.exists("/proc/self/clear_refs"):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM of this process to its current RSS

@@ -264,6 +264,23 @@ def disabled(model: PeftModel):
         yield model
 
 
+@contextmanager
+def answering_as(model, adapter):
+    """Inside: `model` answers with `adapter` (False: every adapter off; None: as it is). Then as before."""
+    if adapter is None:
+        yield model
+    elif adapter is False:
+        with disabled(model):
+            yield model
+    else:
+        previous = model.active_adapter
+        use_adapter(model, adapter)
+        try:
+            yield model
+        finally:
+            model.set_adapter(previous)
+
+
 def delete_adapter(model: PeftModel, name: str) -> PeftModel:
     """Remove adapter `name` and free its weights (PEFT refuses to delete the last one)."""
     model.delete_adapter(name)

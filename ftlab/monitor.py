@@ -5,7 +5,7 @@ Three `transformers.TrainerCallback`s, passed as `Trainer(..., callbacks=[...])`
   NanGuard       stops training, and skips the optimizer step, the moment a gradient turns NaN/inf
   LivePlot       one loss/learning-rate figure that redraws in place in a notebook
 and `diagnose(history)`, which turns the logged curves into plain-language advice.
-Leaves out: the progress bar (the Trainer's own) and the saved PNG / markdown report (see `report.py`).
+Leaves out: the progress bar (the Trainer's own) and the saved PNG (`curves.py`) and markdown report (`report.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from ftlab.curves import draw_curves, series
 
 FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "elapsed_s")
 
@@ -255,8 +257,6 @@ class LivePlot(TrainerCallback):
             self.redraw()  # the last points, whatever `every` is
 
     def redraw(self) -> None:
-        from ftlab.report import draw_curves  # report imports this module, so import it late
-
         self.fig.clear()
         step = self.history[-1]["step"] if self.history else 0
         draw_curves(self.fig, self.history, f"step {step} of {self.max_steps}" if self.max_steps else None)
@@ -264,12 +264,6 @@ class LivePlot(TrainerCallback):
         self.fig.savefig(buf, format="png")
         self._widget.value = buf.getvalue()
         self.updates += 1
-
-
-def series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of `key` in a history (MetricsLogger rows or trainer.state.log_history)."""
-    points = [(row["step"], float(row[key])) for row in history if row.get(key) is not None]
-    return [s for s, _ in points], [v for _, v in points]
 
 
 def diagnose(history: list[dict], *, spike_factor: float = 2.0, window: int = 5) -> list[str]:

@@ -12,14 +12,13 @@ Leaves out: anything not already in ftlab (the panels compute nothing themselves
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 
 import ipywidgets as W
 import torch
 
-from ftlab.config import METHODS, TrainConfig, config_from_dict, resolve
+from ftlab.config import METHODS, TrainConfig, config_from_dict, default_optim, resolve
 from ftlab.estimation import GPUS, estimate
 from ftlab.monitor import LivePlot
 
@@ -133,11 +132,10 @@ class HyperparameterPanel:
         """ftlab.estimation for the current values on `gpu` (default: the 'estimate for' widget); shows it."""
         cfg = resolve(self.config)  # gradient checkpointing as train() decides it
         target = gpu or self.target.value
-        # the optimizer config.resolve picks on the target (paged 8-bit AdamW needs CUDA) unless cfg names one
-        optim = self.config.optim or ("adamw_torch" if target == "cpu" else "paged_adamw_8bit")
+        optim = self.config.optim or default_optim(on_gpu=target != "cpu")  # what training would pick there
         self.last_estimate = estimate(
-            cfg.model, method=cfg.method, max_length=cfg.max_length, batch_size=cfg.per_device_train_batch_size,
-            gpu=target, r=cfg.r, target_modules=cfg.target_modules, optimizer=optim,
+            cfg.model, method=cfg.method, max_length=cfg.max_length,
+            per_device_train_batch_size=cfg.per_device_train_batch_size, gpu=target, r=cfg.r, target_modules=cfg.target_modules, optim=optim,
             gradient_checkpointing=cfg.gradient_checkpointing, num_virtual_tokens=cfg.num_virtual_tokens)
         _write(self.output, self.last_estimate.table())
         return self.last_estimate
@@ -225,12 +223,13 @@ class GenerationPanel:
     def generate(self, prompt: str | None = None) -> dict:
         """Greedy answers of every model to `prompt` (default: the prompt box's text), as {name: answer}."""
         from ftlab.generate import chat
+        from ftlab.merge import answering_as
 
         if prompt is not None:
             self.prompt.value = prompt
         self.answers = {}
         for name, (model, tok, *adapter) in self.models.items():
-            with _answering_as(model, adapter[0] if adapter else None):
+            with answering_as(model, adapter[0] if adapter else None):
                 self.answers[name] = chat(model, tok, self.prompt.value, max_new_tokens=self.max_new_tokens)
         self._show(self.answers)
         return self.answers
@@ -254,25 +253,6 @@ def generation_panel(models: dict, max_new_tokens: int = 48) -> GenerationPanel:
     return GenerationPanel(models, max_new_tokens)
 
 
-@contextlib.contextmanager
-def _answering_as(model, adapter):
-    """Inside: `model` answers with `adapter` (False: all adapters off; None: as it is). Then as before."""
-    from ftlab.merge import disabled, use_adapter
-
-    if adapter is None:
-        yield model
-    elif adapter is False:
-        with disabled(model):
-            yield model
-    else:
-        previous = model.active_adapter
-        use_adapter(model, adapter)
-        try:
-            yield model
-        finally:
-            model.set_adapter(previous)
-
-
 # ---------------------------------------------------------------- combining two adapters
 
 
@@ -292,8 +272,7 @@ class CombinationPanel:
                              "of two adapters loaded in the model (ftlab.merge.load_adapters).")
         self.model, self.tokenizer, self.tasks, self.name = model, tokenizer, tasks, name
         self.adapters, self.max_new_tokens = list(adapters), max_new_tokens
-        self.table = None
-        self._singles = None  # base and single-adapter scores: they do not change with the weights
+        self.table = None  # the last combination's table; its base and single-adapter rows are reused
         self.weights = [W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description=f"weight {a}",
                                       layout=LABEL, style=STYLE) for a in self.adapters]
         self.kind = W.Dropdown(options=list(COMBINATION_TYPES), value="cat", description="combination_type",
@@ -308,11 +287,9 @@ class CombinationPanel:
 
     def combine(self, weights: list[float] | None = None, combination_type: str | None = None,
                 density: float | None = None):
-        """ftlab.merge.combine_adapters with the sliders' values (or these), then exact match per task."""
-        import pandas as pd
-
-        from ftlab.evaluation import evaluate
-        from ftlab.merge import DENSITY_TYPES, combine_adapters, delete_adapter
+        """evaluation.combination_table with the sliders' values (or these): exact match per task."""
+        from ftlab.evaluation import combination_table
+        from ftlab.merge import DENSITY_TYPES
 
         for slider, w in zip(self.weights, weights or []):
             slider.value = w
@@ -321,23 +298,10 @@ class CombinationPanel:
         if density is not None:
             self.density.value = density
         kind = self.kind.value
-        if self._singles is None:
-            self._singles = {}
-            for task, rows in self.tasks.items():
-                table, _ = evaluate(self.model, rows, tokenizer=self.tokenizer, adapters=self.adapters,
-                                    metrics=("exact_match",), max_new_tokens=self.max_new_tokens)
-                self._singles[task] = table["exact_match"]
-        if self.name in self.model.peft_config:
-            self.model.set_adapter(self.adapters[0])  # PEFT deletes an inactive adapter cleanly
-            delete_adapter(self.model, self.name)
-        combine_adapters(self.model, self.adapters, [s.value for s in self.weights], name=self.name,
-                         combination_type=kind, density=self.density.value if kind in DENSITY_TYPES else None)
-        columns = {}
-        for task, rows in self.tasks.items():
-            combined, _ = evaluate({self.name: (self.model, self.tokenizer)}, rows, metrics=("exact_match",),
-                                   max_new_tokens=self.max_new_tokens)
-            columns[task] = pd.concat([self._singles[task], combined["exact_match"]])
-        self.table = pd.DataFrame(columns)
+        self.table = combination_table(self.model, self.tokenizer, self.adapters, self.tasks,
+                                       weights=[s.value for s in self.weights], combination_type=kind,
+                                       density=self.density.value if kind in DENSITY_TYPES else None,
+                                       name=self.name, max_new_tokens=self.max_new_tokens, singles=self.table)
         recipe = ", ".join(f"{s.value:g} x {a}" for s, a in zip(self.weights, self.adapters))
         recipe += f", density {self.density.value:g}" if kind in DENSITY_TYPES else ""
         _write(self.output, f"{self.name} = {kind}({recipe}): exact match\n"

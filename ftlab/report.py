@@ -1,8 +1,8 @@
-"""What a fine-tuning run leaves behind: the loss plot, the lineage record, and finetune_report.md.
+"""What a fine-tuning run leaves behind: the lineage record and finetune_report.md (the plot: curves.py).
 
-`save_loss_plot(history, path)` draws the curves to a PNG (no display needed),
 `lineage(...)` records what went in (model, data files, config, code, library versions),
-`write_report(run_dir, summary)` turns a summary dict into a markdown report.
+`write_report(run_dir, summary)` turns a summary dict into a markdown report, and `write_run_folder`
+writes all of it (plus finetune_config.yaml and loss_curve.png) at the end of a run.
 Leaves out: computing the numbers (training in `training.py`, the curves' reading in `monitor.diagnose`).
 """
 
@@ -16,58 +16,12 @@ import json
 import platform
 import subprocess
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
-from ftlab.monitor import series
-
-LOSS_PLOT = "loss_curve.png"  # write_report links this file when it sits in the run directory
-LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
-
-
-def draw_curves(fig, history: list[dict], title: str | None = None) -> None:
-    """Train loss and eval loss against step on `fig`, the learning rate on a twin axis."""
-    ax = fig.add_subplot()
-    if title:
-        ax.set_title(title, fontsize=10)
-    handles = []
-    for key, style, label in (("loss", "-", "train loss"), ("eval_loss", "o-", "eval loss")):
-        steps, values = series(history, key)
-        if steps:
-            handles += ax.plot(steps, values, style, label=label, markersize=4)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    steps, lrs = series(history, "learning_rate")
-    if steps:
-        lr_ax = ax.twinx()
-        handles += lr_ax.plot(steps, lrs, "--", color="tab:gray", label="learning rate")
-        lr_ax.set_ylabel("learning rate")
-        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    if handles:
-        ax.legend(handles=handles, loc="upper right", fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "waiting for the first log", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-
-
-def save_loss_plot(history: list[dict], path) -> Path:
-    """Write the loss / learning-rate curves of `history` to a PNG at `path`."""
-    path = Path(path)
-    fig = Figure(figsize=(7, 4), dpi=100)  # a bare Figure renders with Agg: no display, no pyplot state
-    draw_curves(fig, history)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):  # 1 MiB at a time: model files are GBs
-            digest.update(chunk)
-    return digest.hexdigest()
+from ftlab.config import save_config
+from ftlab.curves import LOSS_PLOT, save_loss_plot
+from ftlab.fingerprint import file_sha256, library_versions
+from ftlab.monitor import diagnose
 
 
 def count_rows(path) -> int | None:
@@ -112,13 +66,6 @@ def git_state(cwd=".") -> tuple[str | None, bool | None]:
     return commit.stdout.strip(), bool(status.stdout.strip())
 
 
-def _version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def lineage(base_model: str, base_revision_or_hash, data_files: list, config_dict) -> dict:
     """What went into a run, enough to reproduce it or tell two runs apart.
 
@@ -138,7 +85,7 @@ def lineage(base_model: str, base_revision_or_hash, data_files: list, config_dic
         "config_sha256": config_sha256(config_dict),
         "git_commit": commit,
         "git_dirty": dirty,  # True: the commit alone does not reproduce the code that ran
-        "versions": {name: _version(name) for name in LIBRARIES},
+        "versions": library_versions(installed_only=False),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -270,3 +217,30 @@ def write_report(run_dir, summary: dict) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out), encoding="utf-8")
     return path
+
+
+def base_weights(model_name: str, model) -> str | None:
+    """What identifies the base weights in the lineage: the cached safetensors file (hashed) or revision."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = Path(model_name) / "model.safetensors" if Path(model_name).is_dir() else \
+            try_to_load_from_cache(model_name, "model.safetensors")
+        if isinstance(path, (str, Path)) and Path(path).is_file():
+            return str(path)
+    except Exception:  # noqa: BLE001, S110 - a sharded or unusual checkpoint: record the revision instead
+        pass
+    return getattr(model.config, "_commit_hash", None)
+
+
+def write_run_folder(cfg, model, run_dir, history: list[dict], metrics: dict) -> None:
+    """Everything a run leaves beside its adapter: finetune_config.yaml (fully resolved, with the library
+    versions), loss_curve.png, lineage.json and finetune_report.md (with monitor.diagnose's reading)."""
+    run_dir = Path(run_dir)
+    save_config(cfg, run_dir / "finetune_config.yaml", versions=library_versions())
+    save_loss_plot(history, run_dir / LOSS_PLOT)
+    data_files = [p for p in (cfg.train_file, cfg.eval_file, cfg.test_file) if p]
+    record = lineage(cfg.model, base_weights(cfg.model, model), data_files, cfg)
+    (run_dir / "lineage.json").write_text(json.dumps(record, indent=2))
+    metrics["diagnosis"] = diagnose(history)
+    write_report(run_dir, {**metrics, "lineage": record})

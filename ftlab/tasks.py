@@ -1,7 +1,7 @@
 """Score a model on the course's own tasks (data/dates, data/numbers): one exactly checkable answer per row.
 
-`load_split("dates", "test")` reads the rows, `score(model, tok, rows)` generates greedily and counts
-exact matches. Answer checking is deliberately strict: `normalize` forgives only wrapping (whitespace,
+`load_split("dates", "test")` reads the rows; `exact_match` and `contains` check an answer (ftlab.evaluation
+generates the answers and scores them with these). Answer checking is deliberately strict: `normalize` forgives only wrapping (whitespace,
 quotes, backticks, one trailing period), never content ("2021-3-3" is wrong for "2021-03-03").
 Not here: the generator of the data (data/make_data.py) and loss-based metrics (training reports).
 """
@@ -12,7 +12,6 @@ import json
 import re
 from pathlib import Path
 
-from ftlab.generate import generate_batch
 from ftlab.shipped import data_dir
 
 DATA_DIR = data_dir()  # the shipped data/ folder (ftlab.shipped): inside the wheel, or data/ in a checkout
@@ -70,17 +69,3 @@ def prompts_and_references(rows: list[dict]) -> tuple[list[list[dict]], list[str
         prompts.append(messages[:-1])
         refs.append(messages[-1]["content"])
     return prompts, refs
-
-
-def score(model, tokenizer, rows: list[dict], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
-    """Greedy replies to rows' prompts -> {"exact_match": 0..1, "n", "predictions", "references"}.
-
-    max_new_tokens: 16 covers an ISO date or a 9-digit number; longer (chatty) replies are cut and fail.
-    """
-    if not rows:
-        raise ValueError("no rows to score: pass at least one row, e.g. load_split('dates', 'test')")
-    prompts, refs = prompts_and_references(rows)
-    preds = generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    hits = sum(exact_match(p, r) for p, r in zip(preds, refs))
-    return {"exact_match": hits / len(rows), "n": len(rows),
-            "predictions": preds, "references": refs}

@@ -1,45 +1,37 @@
-"""Run one fine-tuning job from a `TrainConfig`: the only module that touches TRL.
+"""Run one fine-tuning job from a `TrainConfig`: the recipe, and the only module that touches TRL's trainers.
 
-`train(cfg)` loads the model, adds the adapter (adapters.py), prepares the data, trains with TRL's
-`SFTTrainer` or `DPOTrainer`, and writes the run folder: adapter + tokenizer, finetune_config.yaml,
-metrics.jsonl, loss_curve.png, lineage.json and finetune_report.md. It returns the real objects in a
-`TrainResult`. SFT trains on the assistant tokens only, marked by `ftlab.lossmask` (the same code the
-loss-mask viewer shows), because SmolLM2's chat template has no {% generation %} markers for TRL's own
-`assistant_only_loss`. On a GPU an out-of-memory error is retried with smaller batches (same effective
-batch); a NaN stops the run with the likely causes. On a CPU with bf16 instructions the frozen base is
-bf16, steps run under bf16 autocast, short rows use eager attention and TRL's LM head scores only the
-answer tokens (docs/benchmarks.md measures each). Leaves out: merging (merge.py), hyperparameter search.
+`train(cfg)` reads top to bottom as the steps of training: check the machine (preflight) -> load the model
+-> add the adapter -> prepare the data -> build TRL's `SFTTrainer` or `DPOTrainer` -> fit (with resume and,
+on a GPU, out-of-memory retries at the same effective batch) -> evaluate base vs tuned -> write the run
+folder. It returns the real objects in a `TrainResult`. A NaN stops the run with the likely causes.
+The pieces live where their idea does: the training examples and loss mask in examples.py, the CPU speed
+levers in speed.py, the run's evaluation in evaluation.py, the run folder in report.py.
+Leaves out: merging (merge.py), hyperparameter search.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
-import importlib.util
-import json
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils.notebook import NotebookProgressCallback
 
-from ftlab import report
+from ftlab import speed
 from ftlab.adapters import add_adapter, trainable_parameters
-from ftlab.config import TrainConfig, library_versions, load_config, resolve, save_config
-from ftlab.data import convert
-from ftlab.formats import conversations
-from ftlab.hardware import Precision, choose_precision
-from ftlab.lossmask import loss_mask
+from ftlab.config import TrainConfig, load_config, resolve
+from ftlab.evaluation import evaluate_run
+from ftlab.examples import training_dataset
+from ftlab.hardware import Precision, choose_precision, peak_memory_mb
 from ftlab.models import load_model
-from ftlab.monitor import LivePlot, MetricsLogger, NanGuard, diagnose
-
-N_SAMPLES = 5  # test generations shown side by side in the report
+from ftlab.monitor import LivePlot, MetricsLogger, NanGuard
+from ftlab.preflight import preflight
+from ftlab.report import write_run_folder
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,50 +49,78 @@ class TrainResult:
     config: TrainConfig | None = None  # the resolved config the run used (after any OOM retries)
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- the recipe
 
 
-def read_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
-    """Converted rows of a data file (ftlab.data.convert); rows over max_length are rejected (it warns)."""
-    conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
-    want = ("preference",) if cfg.task == "dpo" else ("openai", "sharegpt", "alpaca", "prompt_completion")
-    if conv.format not in want:
-        need = "prompt/chosen/rejected rows" if cfg.task == "dpo" else "chat or prompt/completion rows"
-        fix = "set task=dpo" if conv.format == "preference" else "set task=sft"
-        raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
-                         f"Fix: {fix} or use another file.")
-    if not conv.rows:
-        raise ValueError(f"{path}: no usable rows ({conv.summary()}). Fix: see ftlab.data.check_file.")
-    return conv.rows
+def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_bar: bool = True) -> TrainResult:
+    """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
+
+    callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot (a notebook figure).
+    progress_bar: False drops transformers' progress bar (the hyperparameter panel's Train button: from a
+    widget callback the notebook bar stops redrawing after its first update; the live plot shows progress).
+    """
+    cfg = resolve(cfg)
+    preflight(cfg)  # every problem with the machine, libraries or files, before anything loads
+    precision = choose_precision(bf16=cfg.bf16)
+    print(f"ftlab: {precision.reason}")
+    resume, run_dir = resume_point(cfg), Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger, guard = MetricsLogger(run_dir), NanGuard()
+    callbacks = [logger, guard, *callbacks] + ([LivePlot()] if live_plot else [])
+    data = {}  # {"train", "eval"}: tokenized on the first attempt, reused by out-of-memory retries
+
+    def attempt(cfg):
+        set_seed(cfg.seed)  # same initial adapter weights on every attempt
+        model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend,
+                                dtype=speed.bf16_base(cfg, precision), max_seq_length=cfg.max_length,
+                                verbose=not data)
+        if not data:
+            data["train"] = training_dataset(cfg.train_file, tok, cfg)
+            data["eval"] = training_dataset(cfg.eval_file, tok, cfg) if cfg.eval_file else None
+        speed.eager_attention(model, data["train"], cfg)
+        model = add_adapter(model, cfg)
+        trainer = build_trainer(cfg, model, tok, data["train"], data["eval"], callbacks, precision)
+        if not progress_bar:
+            trainer.remove_callback(ProgressCallback)
+            trainer.remove_callback(NotebookProgressCallback)
+        start = time.perf_counter()
+        out = trainer.train(resume_from_checkpoint=resume)
+        return trainer, tok, out, time.perf_counter() - start
+
+    with speed.loss_positions_only(), speed.autocast(precision):
+        (trainer, tok, out, seconds), cfg = fit_with_oom_retries(cfg, attempt)
+        stop_if_diverged(guard, cfg)
+        final_eval(trainer, has_eval=data["eval"] is not None)
+    model, history = trainer.model, trainer.state.log_history
+    trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
+    metrics = run_metrics(cfg, model, trainer, out, seconds, history)
+    if not trainer.is_world_process_zero():  # under torchrun/accelerate: one process writes the run folder
+        return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
+    tok.save_pretrained(str(run_dir))
+    if cfg.test_file:
+        metrics.update(evaluate_run(cfg, model, tok))
+    write_run_folder(cfg, model, run_dir, history, metrics)
+    return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
 
 
-def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
-    """{"input_ids", "assistant_masks"}: a chat's tokens and which carry loss (1); TRL makes the labels."""
-    view = loss_mask(row, tokenizer)  # assistant answers + their end-of-turn token
-    ids, mask = view.input_ids, view.mask
-    if "completion" in row:  # prompt/completion: only the completion's tokens (not earlier assistant turns)
-        if cfg.completion_only_loss:
-            head = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
-            n_prompt = len(tokenizer(head, add_special_tokens=False)["input_ids"])
-            mask = [0] * n_prompt + mask[n_prompt:]
-        else:
-            mask = [1] * len(ids)
-    elif not cfg.assistant_only_loss:
-        mask = [1] * len(ids)
-    return {"input_ids": ids, "assistant_masks": mask}
+def stop_if_diverged(guard: NanGuard, cfg: TrainConfig) -> None:
+    """Raise TrainingDiverged, naming the last good checkpoint, when the NaN guard stopped the run."""
+    if not guard.tripped:
+        return
+    last = get_last_checkpoint(cfg.output_dir)
+    where = f"{last}; resume with resume_from_checkpoint={last}" if last else f"none yet (save_steps={cfg.save_steps})"
+    raise TrainingDiverged(f"{guard.message} Last good checkpoint: {where}.")
 
 
-def sft_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """Pre-tokenized SFT data; SFTTrainer builds labels (-100 where the mask is 0), truncates and packs it."""
-    return Dataset.from_list([sft_example(r, tokenizer, cfg) for r in read_rows(path, tokenizer, cfg)])
+def final_eval(trainer, has_eval: bool) -> None:
+    """The eval loss at the last step, unless a periodic evaluation already fell on it."""
+    history = trainer.state.log_history
+    last_eval = next((h["step"] for h in reversed(history) if "eval_loss" in h), None)
+    if has_eval and last_eval != trainer.state.global_step:
+        trainer.evaluate()
 
 
-def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """Conversational prompt/chosen/rejected rows, as DPOTrainer reads them."""
-    return Dataset.from_list(read_rows(path, tokenizer, cfg))
-
-
-# ---------------------------------------------------------------- trainer
+# ---------------------------------------------------------------- the trainer
 
 
 def _checkpointing_args(config_class, on: bool) -> dict:
@@ -154,8 +174,6 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
     from trl import DPOTrainer, SFTTrainer
 
     args = trainer_args(cfg, precision)
-    if not torch.cuda.is_available():
-        score_loss_positions_only()
     callbacks = list(callbacks)
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
@@ -167,96 +185,6 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=callbacks)
 
-
-EAGER_ATTENTION_MAX_MB = 256  # attention probabilities kept for the backward pass, all layers, one batch
-
-
-def use_fastest_attention(model, train_ds, cfg: TrainConfig) -> None:
-    """On a CPU, plain ("eager") attention for short sequences: PyTorch's SDPA backward costs ~10 ms per
-    layer even on 80-token batches (measured: a LoRA step 2.7 s -> 2.3 s). Eager keeps the attention
-    probabilities (batch x heads x length^2, fp32) for the backward pass, so it is chosen only while those
-    stay under EAGER_ATTENTION_MAX_MB for the longest training example; long sequences keep SDPA.
-    """
-    if torch.cuda.is_available() or getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return
-    if "input_ids" in train_ds.column_names:
-        longest = max(len(ids) for ids in train_ds["input_ids"])
-    else:  # DPO rows are tokenized by TRL later: assume the longest allowed
-        longest = cfg.max_length
-    longest = min(longest, cfg.max_length)
-    heads, layers = model.config.num_attention_heads, model.config.num_hidden_layers
-    mb = cfg.per_device_train_batch_size * heads * longest**2 * 4 * layers / 2**20
-    if mb <= EAGER_ATTENTION_MAX_MB:
-        model.set_attn_implementation("eager")
-        print(f"ftlab: eager attention on CPU (faster than SDPA for sequences up to {longest} tokens; "
-              f"{mb:.0f} MB of attention kept for the backward pass)")
-
-
-def check_trl_trains_here() -> None:
-    """Refuse early, with the fix, where the installed TRL cannot compute its loss.
-
-    TRL 1.15 (the newest Unsloth allows) computes the SFT and DPO losses in a Triton kernel with no other
-    path; PyTorch's CPU wheels have no Triton, and the kernel needs a GPU anyway. TRL 1.16 added a torch
-    path. Without this check the first training step fails inside TRL ('NoneType' has no attribute 'apply').
-    """
-    import trl
-    from packaging.version import Version
-
-    if Version(trl.__version__) >= Version("1.16") or torch.cuda.is_available():
-        return
-    raise RuntimeError(
-        f"TRL {trl.__version__} computes its training loss in a Triton kernel that runs only on a CUDA GPU, and "
-        "this machine has none. Fix: pip install -U 'trl>=1.16' (it adds a CPU path; ftlab supports it). "
-        "TRL 1.15 is for GPU machines with Unsloth, which pins trl<=1.15.")
-
-
-def score_loss_positions_only() -> bool:
-    """Make TRL's fused LM head score only the positions that carry loss on a CPU too; True when done.
-
-    TRL projects hidden states through the LM head (vocabulary 49k for SmolLM2) in tiles without keeping the
-    full logits. On CUDA/XPU it keeps only the positions whose label is not -100; elsewhere it scores every
-    position, so that compilers (Neuron) see fixed shapes. Eager CPU training compiles nothing, and with
-    loss on the answers only most positions are prompt or padding: scoring only the answers skips most of
-    the LM-head matmul and softmax, forward and backward. Same loss, same gradients (a test checks).
-    The switch is TRL's private `_use_triton` as imported into trl.trainer.utils, read only for that
-    choice there; if TRL renames it, ftlab says so once and trains the slower way.
-    """
-    import trl.trainer.utils as trl_utils
-
-    current = getattr(trl_utils, "_use_triton", None)
-    if current is None:
-        print("ftlab: this TRL has no trl.trainer.utils._use_triton; its LM head scores every position on CPU "
-              "(slower, same results)")
-        return False
-    if not getattr(current, "ftlab_cpu", False):
-        def use_compact(device, _original=current):
-            return device.type == "cpu" or _original(device)
-
-        use_compact.ftlab_cpu = True
-        trl_utils._use_triton = use_compact
-    return True
-
-
-def base_dtype(cfg: TrainConfig, precision: Precision) -> torch.dtype | None:
-    """Weights of the base model: fp32 master weights for full fine-tuning; bf16 for the frozen base of the
-    adapter methods on a CPU with bf16 (half the memory, no per-step weight casts; the adapter stays fp32);
-    otherwise load_model's default (bf16/fp16 on a GPU, fp32 on other CPUs)."""
-    if cfg.method == "full":
-        return torch.float32
-    return torch.bfloat16 if precision.cpu_autocast_bf16 else None
-
-
-def autocast(precision: Precision):
-    """bf16 autocast on a CPU with bf16 instructions (faster LoRA steps); nothing elsewhere.
-
-    Trainer's bf16=True does not speed up CPU training (measured), so ftlab wraps the steps itself.
-    Weights and optimizer state stay fp32; only matmuls run in bf16. cache_enabled=False matters: autocast
-    keeps one bf16 copy of every trainable weight until the context exits, so around a whole training run
-    the forward would keep using the step-1 weights while the optimizer updates the fp32 ones.
-    """
-    if precision.cpu_autocast_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
 
 
 def resume_point(cfg: TrainConfig) -> str | None:
@@ -273,6 +201,7 @@ def resume_point(cfg: TrainConfig) -> str | None:
         raise ValueError(f"resume_from_checkpoint={cfg.resume_from_checkpoint!r} is not a folder. "
                          "Fix: give a checkpoint-N folder, or true for the newest one in output_dir.")
     return str(cfg.resume_from_checkpoint)
+
 
 
 # ---------------------------------------------------------------- OOM safety net
@@ -315,103 +244,11 @@ def fit_with_oom_retries(cfg: TrainConfig, attempt):
         print(f"ftlab: out of GPU memory; retrying with {change} (same effective batch)")
 
 
-# ---------------------------------------------------------------- the run
-
-
-def _rows_for_scoring(path, tokenizer, cfg: TrainConfig) -> list[dict]:
-    """Test rows as {"messages": [...]} chats (what ftlab.tasks.score reads), the first cfg.test_limit."""
-    rows = [{"messages": conversations(r)[0]} for r in convert(path).rows]
-    return rows[:cfg.test_limit] if cfg.test_limit else rows
-
-
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak RSS (Linux: KiB)
+# ---------------------------------------------------------------- run metrics and the command line
 
 
 def _last(history: list[dict], key: str):
     return next((h[key] for h in reversed(history) if key in h), None)
-
-
-def _base_revision(cfg: TrainConfig, model):
-    """What identifies the base weights in the lineage: the cached safetensors file (hashed) or revision."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = Path(cfg.model) / "model.safetensors" if Path(cfg.model).is_dir() else \
-            try_to_load_from_cache(cfg.model, "model.safetensors")
-        if isinstance(path, (str, Path)) and Path(path).is_file():
-            return str(path)
-    except Exception:  # noqa: BLE001, S110 - a sharded or unusual checkpoint: record the revision instead
-        pass
-    return getattr(model.config, "_commit_hash", None)
-
-
-def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_bar: bool = True) -> TrainResult:
-    """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
-
-    callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot (a notebook figure).
-    progress_bar: False drops transformers' progress bar (the hyperparameter panel's Train button: from a
-    widget callback the notebook bar stops redrawing after its first update; the live plot shows progress).
-    """
-    cfg = resolve(cfg)
-    if cfg.train_file is None:
-        raise ValueError("train_file is not set. Fix: train_file=data/dates/train.jsonl (or your JSONL).")
-    check_trl_trains_here()
-    precision = choose_precision(bf16=cfg.bf16)
-    print(f"ftlab: {precision.reason}")
-    resume = resume_point(cfg)
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed)
-
-    logger, guard = MetricsLogger(run_dir), NanGuard()
-    extra = [logger, guard, *callbacks] + ([LivePlot()] if live_plot else [])
-    datasets = {}  # tokenized once, shared by OOM retries
-
-    def attempt(cfg):
-        set_seed(cfg.seed)  # same initial adapter weights on every attempt
-        model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend,
-                                dtype=base_dtype(cfg, precision),
-                                max_seq_length=cfg.max_length, verbose=not datasets)
-        if not datasets:
-            make = dpo_dataset if cfg.task == "dpo" else sft_dataset
-            datasets["train"] = make(cfg.train_file, tok, cfg)
-            datasets["eval"] = make(cfg.eval_file, tok, cfg) if cfg.eval_file else None
-        use_fastest_attention(model, datasets["train"], cfg)
-        model = add_adapter(model, cfg)
-        trainer = build_trainer(cfg, model, tok, datasets["train"], datasets["eval"], extra, precision)
-        if not progress_bar:
-            trainer.remove_callback(ProgressCallback)
-            trainer.remove_callback(NotebookProgressCallback)
-        start = time.perf_counter()
-        with autocast(precision):
-            out = trainer.train(resume_from_checkpoint=resume)
-        return trainer, tok, out, time.perf_counter() - start
-
-    (trainer, tok, out, seconds), cfg = fit_with_oom_retries(cfg, attempt)
-    if guard.tripped:
-        last = get_last_checkpoint(cfg.output_dir)
-        where = f"{last}; resume with resume_from_checkpoint={last}" if last else \
-            f"none yet (save_steps={cfg.save_steps})"
-        raise TrainingDiverged(f"{guard.message} Last good checkpoint: {where}.")
-
-    model = trainer.model
-    history = trainer.state.log_history
-    last_eval = next((h["step"] for h in reversed(history) if "eval_loss" in h), None)
-    if datasets["eval"] is not None and last_eval != trainer.state.global_step:
-        with autocast(precision):
-            trainer.evaluate()  # the final eval loss at the last step (periodic evals fell before it)
-    trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
-    metrics = _summary(cfg, model, trainer, out, seconds, history)
-    if not trainer.is_world_process_zero():  # under torchrun/accelerate: one process writes the run folder
-        return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
-    tok.save_pretrained(str(run_dir))
-    if cfg.test_file:
-        metrics.update(_score_base_and_tuned(cfg, model, tok))
-    _write_run_folder(cfg, model, run_dir, history, metrics)
-    return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
 
 
 def _frozen_dtype(cfg: TrainConfig, model) -> str:
@@ -422,7 +259,7 @@ def _frozen_dtype(cfg: TrainConfig, model) -> str:
     return str(param.dtype).removeprefix("torch.")
 
 
-def _summary(cfg, model, trainer, out, seconds, history) -> dict:
+def run_metrics(cfg, model, trainer, out, seconds, history) -> dict:
     trainable, total = trainable_parameters(model)
     tokens = trainer.state.num_input_tokens_seen or 0
     return {
@@ -431,66 +268,9 @@ def _summary(cfg, model, trainer, out, seconds, history) -> dict:
         "base_dtype": _frozen_dtype(cfg, model),
         "train_time_s": seconds, "steps": trainer.state.global_step,
         "tokens_per_s": tokens / max(out.metrics.get("train_runtime", seconds), 1e-9),
-        "peak_memory_mb": _peak_memory_mb(),
+        "peak_memory_mb": peak_memory_mb(),
         "final_train_loss": _last(history, "loss"), "final_eval_loss": _last(history, "eval_loss"),
     }
-
-
-def _score_base_and_tuned(cfg: TrainConfig, model, tok) -> dict:
-    """The report's evaluation on the test rows: base vs tuned side by side (ftlab.evaluation), greedy.
-
-    Exact match and contains on the generated answers; loss and perplexity on the reference answers
-    (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
-    lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed.
-    """
-    from ftlab.evaluation import evaluate
-
-    rows = _rows_for_scoring(cfg.test_file, tok, cfg)
-    model.eval()  # Trainer leaves dropout on
-    loss = cfg.method not in ("prefix", "prompt")
-    if hasattr(model, "disable_adapter"):  # every PEFT method: the base is the same model, adapter off
-        name = model.active_adapter
-        # batches of 8: generating 16 at a time through a PeftModel on a bf16 base peaked 430 MB higher
-        table, answers = evaluate(model, rows, tokenizer=tok, adapters=[name], loss=loss, max_new_tokens=16,
-                                  batch_size=8)
-        table, answers = table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
-        base_model = None
-    else:  # full fine-tuning changed the weights themselves: load the base again
-        base_model, _ = load_model(cfg.model, verbose=False)
-        table, answers = evaluate({"base": (base_model.eval(), tok), "tuned": (model, tok)}, rows,
-                                  loss=loss, max_new_tokens=16, batch_size=8)
-    out = {"base_exact_match": float(table.loc["base", "exact_match"]),
-           "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
-           "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}
-    if cfg.benchmark_tasks:
-        out["benchmark_table"] = _benchmark(cfg, model, tok, base_model)
-    return out
-
-
-def _benchmark(cfg: TrainConfig, model, tok, base_model):
-    """lm-evaluation-harness on cfg.benchmark_tasks, base and tuned in one table; None (said) without lm-eval."""
-    from ftlab.evaluation import LM_EVAL_MISSING, benchmark
-
-    if importlib.util.find_spec("lm_eval") is None:
-        print(f"ftlab: benchmark_tasks skipped: {LM_EVAL_MISSING}")
-        return None
-    if base_model is None:
-        with model.disable_adapter():
-            base = benchmark(model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
-    else:
-        base = benchmark(base_model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
-    tuned = benchmark(model, tok, cfg.benchmark_tasks, limit=cfg.benchmark_limit)
-    return base.rename(columns={"value": "base"}).assign(tuned=tuned["value"].to_numpy())
-
-
-def _write_run_folder(cfg: TrainConfig, model, run_dir: Path, history: list[dict], metrics: dict) -> None:
-    save_config(cfg, run_dir / "finetune_config.yaml", versions=library_versions())
-    report.save_loss_plot(history, run_dir / report.LOSS_PLOT)
-    data_files = [p for p in (cfg.train_file, cfg.eval_file, cfg.test_file) if p]
-    lineage = report.lineage(cfg.model, _base_revision(cfg, model), data_files, cfg)
-    (run_dir / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    metrics["diagnosis"] = diagnose(history)
-    report.write_report(run_dir, {**metrics, "lineage": lineage})
 
 
 def run_from_cli(config_path, overrides=()) -> Path:

@@ -33,12 +33,11 @@ def trained_run(tmp_path_factory):
     from pathlib import Path
 
     from ftlab.config import load_config
-    from ftlab.training import check_trl_trains_here, train
+    from ftlab.preflight import trl_problem
+    from ftlab.training import train
 
-    try:
-        check_trl_trains_here()
-    except RuntimeError as e:  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_training.py checks the error
-        pytest.skip(str(e))
+    if trl_problem():  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_training.py checks the error
+        pytest.skip(trl_problem())
     root = Path(__file__).resolve().parent.parent
     data = root / "data" / "dates"
     cfg = load_config(root / "configs" / "dates_smoke.yaml", [

@@ -1,7 +1,7 @@
 """ftlab.estimation: parameter counts against the real model and PEFT, and the CPU total against a measured peak.
 
 The measured runs train in a fresh python (this file run as a script), so that the models earlier tests
-loaded do not inflate the peak RSS; they read it as VmHWM (ftlab.estimation.peak_rss), because ru_maxrss
+loaded do not inflate the peak RSS; they read it as VmHWM (ftlab.hardware.peak_rss), because ru_maxrss
 inherits the parent's peak across exec.
 """
 
@@ -86,9 +86,9 @@ def test_1b_full_fine_tune_does_not_fit_a_t4():
 
 
 def test_gradient_checkpointing_and_shorter_sequences_shrink_activations():
-    base = estimate("smollm2-1.7b", gpu="L4", max_length=2048, batch_size=4, gradient_checkpointing=False)
-    checkpointed = estimate("smollm2-1.7b", gpu="L4", max_length=2048, batch_size=4, gradient_checkpointing=True)
-    shorter = estimate("smollm2-1.7b", gpu="L4", max_length=1024, batch_size=4, gradient_checkpointing=False)
+    base = estimate("smollm2-1.7b", gpu="L4", max_length=2048, per_device_train_batch_size=4, gradient_checkpointing=False)
+    checkpointed = estimate("smollm2-1.7b", gpu="L4", max_length=2048, per_device_train_batch_size=4, gradient_checkpointing=True)
+    shorter = estimate("smollm2-1.7b", gpu="L4", max_length=1024, per_device_train_batch_size=4, gradient_checkpointing=False)
     assert checkpointed.activations < base.activations / 5
     assert shorter.activations == pytest.approx(base.activations / 2, rel=0.01)
     assert checkpointed.flops > base.flops  # the forward runs twice
@@ -117,8 +117,8 @@ def _measure(load_in_4bit: bool) -> dict:
 def test_cpu_estimate_matches_measured_peak(load_in_4bit):
     measured = _measure(load_in_4bit)
     est = estimate(MODEL, method="qlora" if load_in_4bit else "lora", gpu="cpu", r=MEASURED["r"],
-                   batch_size=MEASURED["batch_size"], max_length=MEASURED["max_length"],
-                   gradient_checkpointing=False, optimizer="adamw_torch")
+                   per_device_train_batch_size=MEASURED["batch_size"], max_length=MEASURED["max_length"],
+                   gradient_checkpointing=False, optim="adamw_torch")
     ratio = est.total / measured["peak_rss"]
     utilisation = est.flops / (measured["peak_tflops"] * 1e12 * measured["seconds_per_step"])
     print(f"\n{'4-bit' if load_in_4bit else 'fp32'}: estimated {est.total / 1e6:,.0f} MB, measured peak RSS "
@@ -136,8 +136,8 @@ def _train_and_report(load_in_4bit: bool, gradient_checkpointing: bool = False) 
     from peft import LoraConfig, get_peft_model
 
     from ftlab import load_model
-    from ftlab.estimation import cpu_peak_tflops, peak_rss
-    from ftlab.hardware import cpu_has_bf16
+    from ftlab.estimation import cpu_peak_tflops
+    from ftlab.hardware import cpu_has_bf16, peak_rss
 
     model, _ = load_model(load_in_4bit=load_in_4bit, verbose=False)
     if gradient_checkpointing:

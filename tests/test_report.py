@@ -1,4 +1,4 @@
-"""The loss plot, the lineage record and the markdown report, on synthetic runs (no model needed)."""
+"""The lineage record and the markdown report, on synthetic runs (no model needed)."""
 
 import hashlib
 import json
@@ -8,29 +8,16 @@ import subprocess
 import pandas as pd
 import pytest
 
+from ftlab.curves import LOSS_PLOT, save_loss_plot
 from ftlab.report import (
-    LOSS_PLOT,
     config_sha256,
-    file_sha256,
     git_state,
     lineage,
-    save_loss_plot,
     write_report,
 )
 
 HISTORY = [{"step": s, "loss": 2.0 * math.exp(-s / 20), "learning_rate": 2e-4 * (1 - s / 50), "grad_norm": 1.0}
            for s in range(1, 50)] + [{"step": s, "eval_loss": 1.5 - s / 100} for s in (10, 20, 30, 40)]
-
-
-def test_save_loss_plot_writes_a_png(tmp_path):
-    path = save_loss_plot(HISTORY, tmp_path / "run" / LOSS_PLOT)
-    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
-
-
-def test_file_sha256_matches_hashlib(tmp_path):
-    path = tmp_path / "x.bin"
-    path.write_bytes(b"abc" * 1000)
-    assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
 
 
 def test_lineage_records_data_hashes_rows_and_config(tmp_path, monkeypatch):
@@ -45,7 +32,7 @@ def test_lineage_records_data_hashes_rows_and_config(tmp_path, monkeypatch):
     first = lineage("SmolLM2-135M", str(weights), [train, csv], config)
     assert first["base_sha256"] == hashlib.sha256(b"weights").hexdigest() and first["base_revision"] is None
     assert [d["rows"] for d in first["data_files"]] == [2, 2]
-    assert first["data_files"][0]["sha256"] == file_sha256(train)
+    assert first["data_files"][0]["sha256"] == hashlib.sha256(train.read_bytes()).hexdigest()
     assert first["git_commit"] is None
     assert first["versions"]["torch"] and first["versions"]["transformers"] and first["python"]
     assert first["config_sha256"] == config_sha256({"lora_r": 16, "learning_rate": 2e-4})  # key order is irrelevant

@@ -11,7 +11,7 @@ from datetime import date, datetime
 
 import pytest
 
-from ftlab.tasks import DATA_DIR, contains, exact_match, load_split, normalize, prompts_and_references, score
+from ftlab.tasks import DATA_DIR, contains, exact_match, load_split, normalize, prompts_and_references
 
 GENERATOR = DATA_DIR / "make_data.py"
 spec = importlib.util.spec_from_file_location("make_data", GENERATOR)
@@ -225,20 +225,11 @@ def test_prompts_and_references_drop_the_answer():
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", r) for r in refs)
 
 
-def test_score_counts_exact_matches(monkeypatch):
-    rows = load_split("dates", "test")[:4]
-    refs = [r["messages"][-1]["content"] for r in rows]
-    fake = [f"`{refs[0]}`", refs[1], "2021-3-3", f"The date is {refs[3]}."]
-    monkeypatch.setattr("ftlab.tasks.generate_batch", lambda m, t, prompts, **kw: fake[:len(prompts)])
-    result = score(None, None, rows)
-    assert result == {"exact_match": 0.5, "n": 4, "predictions": fake, "references": refs}
-    with pytest.raises(ValueError, match="no rows"):
-        score(None, None, [])
-
-
 @pytest.mark.slow
 def test_base_model_does_badly_on_dates(model_and_tokenizer):
+    from ftlab.evaluation import evaluate
+
     model, tok = model_and_tokenizer
-    result = score(model, tok, load_split("dates", "test")[:20])
-    assert result["n"] == 20
-    assert result["exact_match"] < 0.5  # measured 0.0x on all 100 rows; fine-tuning reaches ~0.9
+    table, answers = evaluate({"base": (model, tok)}, load_split("dates", "test")[:20], metrics=("exact_match",))
+    assert len(answers) == 20
+    assert table.loc["base", "exact_match"] < 0.5  # measured 0.0x on all 100 rows; fine-tuning reaches ~0.9

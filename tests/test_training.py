@@ -13,16 +13,11 @@ import torch
 import yaml
 
 from ftlab.config import TrainConfig, load_config, resolve, save_config
+from ftlab.examples import sft_example
 from ftlab.hardware import choose_precision
 from ftlab.lossmask import loss_mask
-from ftlab.training import (
-    TrainingDiverged,
-    check_trl_trains_here,
-    fit_with_oom_retries,
-    sft_example,
-    smaller_step,
-    train,
-)
+from ftlab.preflight import PreflightError, trl_problem
+from ftlab.training import TrainingDiverged, fit_with_oom_retries, smaller_step, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DATES = ROOT / "data" / "dates"
@@ -85,20 +80,15 @@ def test_report_numbers(trained_run):
 def test_benchmark_table_goes_into_the_report(trained_run, tmp_path):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness is optional: pip install lm-eval")
     from ftlab import report
-    from ftlab.training import _benchmark
+    from ftlab.evaluation import _benchmark_base_and_tuned
 
-    cfg = load_config(ROOT / "configs" / "dates_smoke.yaml", ["benchmark_tasks=ftlab_dates_mc", "benchmark_limit=8"])
-    table = _benchmark(cfg, trained_run.model, trained_run.tokenizer, None)
+    cfg = load_config("dates_smoke", ["benchmark_tasks=ftlab_dates_mc", "benchmark_limit=8"])
+    table = _benchmark_base_and_tuned(cfg, trained_run.model, trained_run.tokenizer, None)
     assert set(table["task"]) == {"ftlab_dates_mc"} and {"base", "tuned"} <= set(table.columns)
     acc = table.set_index("metric").loc["acc"]
     assert 0 <= acc["base"] <= 1 and 0 <= acc["tuned"] <= 1
     path = report.write_report(tmp_path, {"method": "lora", "benchmark_table": table})
     assert "## Benchmarks (lm-evaluation-harness)" in path.read_text() and "ftlab_dates_mc" in path.read_text()
-
-
-def test_unknown_benchmark_task_is_named():
-    with pytest.raises(ValueError, match="benchmark_tasks.*ftlab_dates_mc"):
-        load_config(ROOT / "configs" / "dates_smoke.yaml", ["benchmark_tasks=mmlu"])
 
 
 def test_loss_goes_down(trained_run):
@@ -350,10 +340,10 @@ def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     from peft import LoraConfig, get_peft_model
 
     from ftlab.models import load_model
-    from ftlab.training import score_loss_positions_only
+    from ftlab.speed import loss_positions_only
 
     if not hasattr(trl_utils, "_use_triton"):
-        pytest.skip("this TRL has no CPU loss path to switch (TRL 1.15: see check_trl_trains_here)")
+        pytest.skip("this TRL has no CPU loss path to switch (TRL 1.15: see ftlab.preflight.trl_problem)")
     torch.manual_seed(0)
     model, tok = load_model(verbose=False)
     trl_utils.add_fused_lm_head(model)  # what SFTTrainer does to the model it trains
@@ -379,8 +369,11 @@ def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     try:
         trl_utils._use_triton = lambda device: False  # TRL's choice on a CPU: score every position
         every_loss, every_grads = loss_and_grads()
-        assert score_loss_positions_only() and trl_utils._use_triton(torch.device("cpu"))
-        compact_loss, compact_grads = loss_and_grads()
+        cpu_choice = trl_utils._use_triton
+        with loss_positions_only() as switched:
+            assert switched and trl_utils._use_triton(torch.device("cpu"))
+            compact_loss, compact_grads = loss_and_grads()
+        assert trl_utils._use_triton is cpu_choice  # TRL's own function is back after the block
     finally:
         trl_utils._use_triton = original
     assert abs(every_loss - compact_loss) < 1e-5 * every_loss
@@ -407,10 +400,10 @@ def test_trl_without_a_cpu_loss_path_is_refused_before_loading_anything(monkeypa
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(trl, "__version__", "1.16.0")
-    check_trl_trains_here()  # 1.16 has the torch path
+    assert trl_problem() is None  # 1.16 has the torch path
     monkeypatch.setattr(trl, "__version__", "1.15.2")  # Unsloth's newest allowed: Triton-only loss
-    with pytest.raises(RuntimeError, match=r"TRL 1\.15\.2 .*CUDA GPU.*pip install -U 'trl>=1\.16'"):
+    with pytest.raises(PreflightError, match=r"TRL 1\.15\.2 .*CUDA GPU.*pip install -U 'trl>=1\.16'"):
         train(TrainConfig(train_file=str(ROOT / "data/dates/train.jsonl"), output_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()  # refused before the run folder or the model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    check_trl_trains_here()  # on a GPU TRL 1.15 trains (Triton ships with CUDA PyTorch)
+    assert trl_problem() is None  # on a GPU TRL 1.15 trains (Triton ships with CUDA PyTorch)

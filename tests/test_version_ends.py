@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.training.check_trl_trains_here)
+CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.preflight.trl_problem)
 
 
 def lower_ends() -> dict[str, str]:

@@ -22,9 +22,9 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 #   embedded model is ready. The same table is `ftlab doctor` in a terminal.
 
 # %%
-from ftlab.doctor import report
+from ftlab.doctor import summary
 
-print(report())
+print(summary())
 
 # %% [markdown]
 # - `load_model()` returns a real `transformers` model and tokenizer. Without internet it builds
@@ -51,17 +51,19 @@ print(answer)
 # %% [markdown]
 # - The course's task: rewrite a date written in any form as ISO `YYYY-MM-DD`. One exact answer per
 #   prompt, so accuracy is a number, not an opinion.
-# - `ftlab.tasks.score` generates greedily for each test prompt and counts exact matches.
+# - `evaluate` (ftlab.evaluation) generates greedily for each test prompt and scores every answer:
+#   a table of metrics per model, and a table of each prompt with every model's answer.
 
 # %%
+from ftlab import evaluate
 from ftlab.course import pick
-from ftlab.tasks import load_split, score
+from ftlab.tasks import load_split
 
 test_rows = load_split("dates", "test")[: pick(small=12, full=100)]
-base = score(model, tokenizer, test_rows)
-for pred, ref in list(zip(base["predictions"], base["references"]))[:5]:
-    print(f"{ref:>12}  <- model said: {pred!r}")
-print(f"base model exact match: {base['exact_match']:.0%} on {base['n']} test prompts")
+table, answers = evaluate({"base": (model, tokenizer)}, test_rows, metrics=("exact_match",))
+for ref, said in answers[["reference", "base"]].head(5).itertuples(index=False):
+    print(f"{ref:>12}  <- model said: {said!r}")
+print(f"base model exact match: {table.loc['base', 'exact_match']:.0%} on {len(test_rows)} test prompts")
 
 # %% [markdown]
 # **What fine-tuning will change**
@@ -73,14 +75,15 @@ print(f"base model exact match: {base['exact_match']:.0%} on {base['n']} test pr
 # - *Medium*: load the model in 4-bit (`load_model(load_in_4bit=True)`) and compare
 #   `model.get_memory_footprint()` with the fp32 model.
 # - *Hard*: write a prompt that makes the base model answer in ISO format more often (few-shot
-#   examples in the messages) and measure it with `score` on the same rows.
+#   examples in the messages) and measure it with `evaluate` on the same rows.
 
 # %%
 # Exercise default: a few-shot prompt (the hard level), measured on the same rows.
 few_shot = [{"role": "user", "content": "Rewrite as YYYY-MM-DD: July 4, 1976"},
             {"role": "assistant", "content": "1976-07-04"}]
 shot_rows = [{"messages": few_shot + row["messages"]} for row in test_rows]
-print(f"few-shot exact match: {score(model, tokenizer, shot_rows)['exact_match']:.0%}")
+few_shot_table, _ = evaluate({"few-shot": (model, tokenizer)}, shot_rows, metrics=("exact_match",))
+print(f"few-shot exact match: {few_shot_table.loc['few-shot', 'exact_match']:.0%}")
 
 # %% [markdown]
 # **Questions**

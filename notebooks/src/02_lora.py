@@ -130,6 +130,23 @@ display(panel)
 panel.estimate()
 
 # %% [markdown]
+# **What ftlab hands to TRL**
+# - `train` turns the config into TRL's own `SFTConfig` (`ftlab.training.trainer_args`) and trains with
+#   TRL's `SFTTrainer`: the same objects every TRL, axolotl or Unsloth recipe builds. Here is that
+#   `SFTConfig` for the panel's current values, built the way `train` builds it:
+
+# %%
+from ftlab.config import resolve
+from ftlab.hardware import choose_precision
+from ftlab.training import trainer_args
+
+sft_config = trainer_args(resolve(panel.config), choose_precision(bf16=panel.config.bf16))
+print(f"{type(sft_config).__module__}.{type(sft_config).__name__}")
+for key in ("learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "max_length", "optim", "bf16", "fp16", "train_sampling_strategy"):
+    print(f"  {key} = {getattr(sft_config, key)!r}")
+
+# %% [markdown]
 # - `panel.train()` is what the Train button calls. Running it here trains now; watch the loss curve in
 #   the panel above. `panel.config` is the exact config it used: print it, save it, reuse it.
 
@@ -144,6 +161,8 @@ result = panel.train()
 # %%
 import pandas as pd
 
+print(f"trained by {type(result.trainer).__module__}.{type(result.trainer).__name__} "
+      f"with {type(result.trainer.args).__name__}")
 m = result.metrics
 print(f"exact match on {m['n_test']} test prompts: base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}")
 print(f"trainable {m['trainable_params']:,} of {m['total_params']:,} parameters, {m['train_time_s']:.0f} s, "

@@ -1,0 +1,63 @@
+"""Training examples from a data file: tokenized SFT chats with their loss mask, or DPO preference rows.
+
+`sft_dataset(path, tokenizer, cfg)` converts the file (ftlab.data), tokenizes each chat with the chat
+template and marks the tokens that carry loss (ftlab.lossmask, the same code the loss-mask viewer shows):
+the assistant answers only, because SmolLM2's chat template has no {% generation %} markers for TRL's own
+`assistant_only_loss`. TRL makes the labels from the mask (-100 where it is 0). `dpo_dataset` keeps the
+conversational prompt/chosen/rejected rows DPOTrainer reads. Leaves out: the trainer (training.py).
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from ftlab.config import TrainConfig
+from ftlab.data import convert
+from ftlab.lossmask import loss_mask
+
+SFT_FORMATS = ("openai", "sharegpt", "alpaca", "prompt_completion")
+
+
+def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
+    """The converted rows of a data file for cfg.task; rows over max_length are rejected (it warns)."""
+    conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
+    want = ("preference",) if cfg.task == "dpo" else SFT_FORMATS
+    if conv.format not in want:
+        need = "prompt/chosen/rejected rows" if cfg.task == "dpo" else "chat or prompt/completion rows"
+        fix = "set task=dpo" if conv.format == "preference" else "set task=sft"
+        raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
+                         f"Fix: {fix} or use another file.")
+    if not conv.rows:
+        raise ValueError(f"{path}: no usable rows ({conv.summary()}). Fix: see ftlab.data.check_file.")
+    return conv.rows
+
+
+def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
+    """{"input_ids", "assistant_masks"}: a chat's tokens and which carry loss (1); TRL makes the labels."""
+    view = loss_mask(row, tokenizer)  # assistant answers + their end-of-turn token
+    ids, mask = view.input_ids, view.mask
+    if "completion" in row:  # prompt/completion: only the completion's tokens (not earlier assistant turns)
+        if cfg.completion_only_loss:
+            head = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+            n_prompt = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+            mask = [0] * n_prompt + mask[n_prompt:]
+        else:
+            mask = [1] * len(ids)
+    elif not cfg.assistant_only_loss:
+        mask = [1] * len(ids)
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def sft_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Pre-tokenized SFT data; SFTTrainer builds labels (-100 where the mask is 0), truncates and packs it."""
+    return Dataset.from_list([sft_example(r, tokenizer, cfg) for r in task_rows(path, tokenizer, cfg)])
+
+
+def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Conversational prompt/chosen/rejected rows, as DPOTrainer reads them."""
+    return Dataset.from_list(task_rows(path, tokenizer, cfg))
+
+
+def training_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """The dataset cfg.task trains on (sft_dataset or dpo_dataset)."""
+    return (dpo_dataset if cfg.task == "dpo" else sft_dataset)(path, tokenizer, cfg)

@@ -1,0 +1,101 @@
+"""Before a run loads anything: can this machine, with these libraries and files, run this config?
+
+`config.validate` checks the config itself (pure: it runs on every panel change). `preflight(cfg)` checks
+the world around it - the data files, bitsandbytes for 4-bit, TensorBoard, the optimizer and scheduler
+names this transformers knows, the local lm-eval tasks, a TRL that can compute its loss here - and reports
+every problem at once, so one run of `ftlab train` shows all there is to fix. `training.train` calls it.
+Leaves out: choices made for this machine (config.resolve) and anything that needs the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from ftlab.config import TrainConfig, explain
+from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
+from ftlab.hardware import bitsandbytes_usable
+
+
+class PreflightError(ValueError):
+    """A config this machine cannot run; the message lists every problem with its fix."""
+
+
+def trl_problem() -> str | None:
+    """Why the installed TRL cannot train here, or None.
+
+    TRL 1.15 (the newest Unsloth allows) computes the SFT and DPO losses in a Triton kernel with no other
+    path; PyTorch's CPU wheels have no Triton, and the kernel needs a GPU anyway. TRL 1.16 added a torch
+    path. Without this check the first training step fails inside TRL ('NoneType' has no attribute 'apply').
+    """
+    import trl
+    from packaging.version import Version
+
+    if Version(trl.__version__) >= Version("1.16") or torch.cuda.is_available():
+        return None
+    return (f"TRL {trl.__version__} computes its training loss in a Triton kernel that runs only on a CUDA GPU, "
+            "and this machine has none. Fix: pip install -U 'trl>=1.16' (it adds a CPU path; ftlab supports "
+            "it). TRL 1.15 is for GPU machines with Unsloth, which pins trl<=1.15.")
+
+
+def _did_you_mean(value: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def problems(cfg: TrainConfig) -> list[str]:
+    """Every reason this machine cannot run cfg, each naming the setting and the fix; [] when it can."""
+    from transformers import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    found = []
+    if cfg.train_file is None:
+        found.append(explain("train_file", None, "no training data", "train_file=<your JSONL>, or start from "
+                             "a shipped config: ftlab train dates_smoke"))
+    for key in ("train_file", "eval_file", "test_file"):
+        path = getattr(cfg, key)
+        if path is not None and not Path(path).exists():
+            found.append(explain(key, path, f"no such file (looked in {Path(path).resolve().parent})",
+                                 f"check the path, or set {key}=null" if key != "train_file" else "check the path"))
+    schedulers = [s.value for s in SchedulerType]
+    if cfg.lr_scheduler_type not in schedulers:
+        found.append(explain("lr_scheduler_type", cfg.lr_scheduler_type, "not a scheduler this transformers "
+                             f"knows{_did_you_mean(cfg.lr_scheduler_type, schedulers)}",
+                             f"use one of {', '.join(schedulers)}"))
+    optimizers = [o.value for o in OptimizerNames]
+    if cfg.optim is not None and cfg.optim not in optimizers:
+        found.append(explain("optim", cfg.optim, "not an optimizer this transformers knows"
+                             f"{_did_you_mean(cfg.optim, optimizers)}",
+                             "use e.g. adamw_torch or adamw_8bit (all: transformers' OptimizerNames)"))
+    if cfg.report_to == "tensorboard" and not (importlib.util.find_spec("tensorboard")
+                                               or importlib.util.find_spec("tensorboardX")):
+        found.append(explain("report_to", cfg.report_to, "TensorBoard is not installed",
+                             "pip install tensorboard, or report_to=none"))
+    if cfg.method == "qlora":
+        ok, why = bitsandbytes_usable()
+        if not ok:
+            found.append(explain("method", cfg.method, f"QLoRA loads the base in 4-bit, but {why}",
+                                 "install bitsandbytes>=0.46, or use method=lora"))
+    if cfg.benchmark_tasks:
+        known = sorted(t["task"] for t in lm_eval_tasks())  # the task names the harness will be given
+        unknown = [t for t in cfg.benchmark_tasks if t not in known]
+        if unknown:
+            found.append(explain("benchmark_tasks", cfg.benchmark_tasks, f"no local lm-eval task {unknown}",
+                                 f"use some of {known} (task files in {LM_EVAL_DIR})"))
+    trl = trl_problem()
+    if trl:
+        found.append(trl)
+    return found
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Raise one PreflightError listing every problem (numbered, on one line) when cfg cannot run here."""
+    found = problems(cfg)
+    if len(found) == 1:
+        raise PreflightError(found[0])
+    if found:
+        raise PreflightError(f"{len(found)} problems before training: "
+                             + " ".join(f"({i}) {p}" for i, p in enumerate(found, 1)))

@@ -1,4 +1,4 @@
-"""What machine are we on, and which precision and backend suit it.
+"""What machine are we on, which precision and backend suit it, and how to give memory back.
 
 Every hardware-dependent default in ftlab is decided here, once, so a notebook,
 the command line and the tests all make the same choice and can print why.
@@ -7,6 +7,8 @@ Leaves out: anything that loads a model (see `models.py`).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import os
 import resource
@@ -145,6 +147,33 @@ def memory_bytes(meminfo: str = "/proc/meminfo", limits: list[str] | None = None
         if value.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
             total = min(total, int(value))
     return total
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
+    except (OSError, TypeError, AttributeError):
+        return None
+
+
+def release_memory() -> list[str]:
+    """Hand the memory of objects just dropped (`del model`) back to the system; returns the steps taken.
+
+    gc.collect() frees what reference cycles hold (a model's modules point at each other); on a GPU,
+    PyTorch's cached blocks go back to the driver; with glibc, malloc_trim(0) returns the freed heap pages
+    glibc would otherwise keep for the next allocation, so a freed model leaves the process's RSS.
+    """
+    done = ["gc.collect"]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        done.append("torch.cuda.empty_cache")
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # 0: keep no spare heap at the top
+        done.append("malloc_trim")
+    return done
 
 
 def free_disk_bytes(path: str = ".") -> int:

@@ -1,3 +1,6 @@
+import os
+import platform
+
 import pytest
 
 from ftlab.hardware import choose_backend, choose_precision
@@ -51,3 +54,29 @@ def test_cgroup_limit_files_follow_this_process_cgroup(tmp_path):
     files = cgroup_memory_limit_files(str(proc), root="/cg")
     assert files[:2] == ["/cg/memory/binder/memory.limit_in_bytes", "/cg/user.slice/pod/memory.max"], files
     assert files[2:] == ["/cg/memory.max", "/cg/memory/memory.limit_in_bytes"]  # a container's own, at the root
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:  # "size resident shared ...", in pages
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_memory_returns_freed_heap_to_the_system():
+    from ftlab.hardware import release_memory
+
+    chunks = [bytearray(64 * 1024) for _ in range(4000)]  # 250 MB in 64 KB blocks: glibc's heap, not mmap
+    keep = bytearray(64 * 1024)  # above them on the heap: glibc cannot shrink the heap past it by itself
+    del chunks
+    before = rss_mb()
+    assert release_memory()[-1] == "malloc_trim"
+    assert before - rss_mb() > 150, (before, rss_mb())  # most of the 250 MB left the process
+    del keep
+
+
+def test_release_memory_without_glibc_or_gpu_only_collects(monkeypatch):
+    from ftlab import hardware
+
+    monkeypatch.setattr(hardware, "_malloc_trim", lambda: None)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    assert hardware.release_memory() == ["gc.collect"]

@@ -137,10 +137,10 @@ plt.show()
 # - Gradient checkpointing turns on by itself for QLoRA (memory is why one picks 4-bit).
 
 # %%
-import gc
+from ftlab.hardware import release_memory
 
 del model32, model4, layer32, layer4  # free both models: train() loads its own 4-bit copy
-gc.collect()
+release_memory()  # and hand their memory back: gc alone left ~160 MB more with the kernel
 if torch.cuda.is_available():
     torch.cuda.reset_peak_memory_stats()  # peak_memory_mb below counts this run only, not the models above
 
@@ -193,8 +193,7 @@ runs = {"PEFT + bitsandbytes": qlora.metrics}
 backend, why = choose_backend("auto")
 if backend == "unsloth":
     del qlora
-    gc.collect()
-    torch.cuda.empty_cache()
+    release_memory()
     torch.cuda.reset_peak_memory_stats()
     fast = train(load_config("dates_smoke", overrides + ["backend=unsloth",
                                                                       "output_dir=runs/03_qlora_unsloth"]))

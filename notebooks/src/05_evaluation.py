@@ -84,7 +84,8 @@ print(f"tuned: loss {tuned['loss']:.3f}, perplexity {tuned['perplexity']:.2f}")
 from ftlab.evaluation import evaluate
 
 test_rows = load_split("dates", "test")[: pick(small=16, full=100)]
-table, answers = evaluate(model, test_rows, tokenizer=tok, metrics=("exact_match", "contains"), loss=True)
+table, answers = evaluate(model, test_rows, tokenizer=tok, metrics=("exact_match", "contains"), loss=True,
+                          batch_size=8)  # 8 answers generated at a time: less memory than the default 16
 table.round(3)
 
 # %% [markdown]

@@ -79,11 +79,10 @@ print(load_config("dates_smoke", base_overrides + ["method=ia3"]))
 #   answers on test rows. The base model's loss: the LoRA run's trainer with the adapter switched off.
 
 # %%
-import gc
-
 import pandas as pd
 import torch
 
+from ftlab.hardware import release_memory
 from ftlab.merge import disabled
 from ftlab.tasks import score
 from ftlab.training import train
@@ -104,7 +103,7 @@ for method in METHODS:
                                   f"output_dir=runs/07/{method}"]
     if method == "full":
         overrides.append(f"optim={pick(small='adafactor', full='adamw_torch')}")
-    gc.collect()
+    release_memory()  # the previous run's model: gc, then its memory back to the system
     reset_peak_memory()
     run = train(load_config("dates_smoke", overrides))
     m = run.metrics

@@ -2,22 +2,16 @@
 # # 06 · Preference tuning with DPO
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - read preference data: a prompt, a *chosen* answer and a *rejected* one;
 # - run the usual recipe: a short SFT, merge it, then DPO on top with the SFT model as reference;
 # - read DPO's logs: rewards, margins, accuracies, and the chosen vs rejected log-probabilities;
 # - compare answers before and after DPO.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run

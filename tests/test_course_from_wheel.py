@@ -6,7 +6,7 @@ Each notebook then runs there in the small profile with its install cell live: F
 the cell at the wheel and COLAB_RELEASE_TAG makes it act as on a Colab CPU runtime, so the first notebook's
 kernel pip-installs ftlab from the wheel (not editable) and the ones after it find it installed.
 
-  python -m pytest -q tests/test_course_from_wheel.py             # all nine (~15-25 min on 2 cores)
+  python -m pytest -q tests/test_course_from_wheel.py             # all nine; the first also pip-installs ftlab
   python -m pytest -q tests/test_course_from_wheel.py -k "00 or 02" -s   # some, with times and peaks
 """
 

@@ -2,20 +2,15 @@
 # # 00 · Set-up and a tour
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - check what your machine can do for fine-tuning (GPU, bf16, 4-bit) with `ftlab doctor`;
 # - load a real instruct model, offline or from the hub, and see the objects you get back;
 # - chat with the base model and see where it fails on the task this course teaches it.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
-#   README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # - `ftlab doctor` lists the GPU (or "CPU only"), bf16 support, library versions, and whether the

@@ -2,6 +2,8 @@
 # # 01 · Formatting data for fine-tuning
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - recognise the common dataset formats (Alpaca, ShareGPT, OpenAI messages, prompt/completion,
 #   preference pairs) and turn any of them into the one conversational form TRL trains on;
@@ -9,14 +11,8 @@
 # - see what the chat template makes of a row, and which tokens carry the loss;
 # - spot the EOS/pad pitfall that silently teaches a model never to stop, and fix it.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab. Locally it is skipped: the README's set-up did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## Five files, one task

@@ -2,21 +2,16 @@
 # # 02 · LoRA: train 1% of the weights
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - write LoRA's forward pass in three lines of torch and check it against PEFT's layer;
 # - count what LoRA trains for a given rank and set of target layers;
 # - fine-tune SmolLM2 on the dates task with a hyperparameter panel and a live loss curve;
 # - measure the result: exact match of the base model against the tuned one on held-out prompts.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
-#   README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## The idea on one layer

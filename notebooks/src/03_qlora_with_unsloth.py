@@ -2,6 +2,8 @@
 # # 03 · QLoRA: fine-tuning on a 4-bit base (and Unsloth on a GPU)
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - load a model in 4-bit NF4 and measure how much memory it saves over fp32, and why not 8x;
 # - look inside a 4-bit layer: packed codes, per-block scales, the 16 NF4 levels, double quantization;
@@ -9,16 +11,8 @@
 # - fine-tune the dates task with QLoRA: full-precision LoRA matrices on a frozen 4-bit base;
 # - on a GPU with Unsloth, run the same job through Unsloth and compare speed and memory with plain PEFT.
 
-# %% [markdown]
-# - On Colab or Kaggle (pick a GPU runtime), this cell clones the course and installs ftlab with
-#   Unsloth. Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e "./ftlab[unsloth]"
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - The training configs ship inside ftlab and find their data there: `load_config("dates_smoke")`.
@@ -29,6 +23,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 import os
 
 from ftlab.course import pick, profile
+
 print("profile:", profile(), "| runs written to", os.getcwd())
 
 # %% [markdown]

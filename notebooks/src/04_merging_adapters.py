@@ -2,21 +2,16 @@
 # # 04 · Merging and combining adapters
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - merge a LoRA adapter into its base model, so it loads and runs like any transformers model, and check
 #   that the merge changed nothing;
 # - keep several adapters on one base in memory, switch between them and turn them all off;
 # - combine two adapters with weights, and measure what the combination keeps of each skill.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
-#   README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## Two adapters, two skills

@@ -2,22 +2,16 @@
 # # 05 · Evaluation: did fine-tuning help, and can you trust the number?
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - measure held-out loss and perplexity on the answer tokens, base vs tuned;
 # - score generated answers with task metrics (exact match, contains) in one side-by-side table;
 # - check that no evaluation row leaked into the training data, and see a planted leak get caught;
 # - run a benchmark through lm-evaluation-harness on the model in memory.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab with the
-#   evaluation harness. Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab "lm-eval>=0.4.9"
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run

@@ -2,6 +2,8 @@
 # # 06 · Preference tuning with DPO
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - read preference data: a prompt, a *chosen* answer and a *rejected* one;
 # - run the usual recipe: a short SFT, merge it, then DPO on top with the SFT model as reference;
@@ -12,16 +14,8 @@
 # reaches 2.3 GB during the SFT step, and under a 2 GiB memory limit like Binder's it was killed in the
 # DPO step. Run it on Colab or Kaggle, or on a machine with 4 GB.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run

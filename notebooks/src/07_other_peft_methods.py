@@ -2,22 +2,16 @@
 # # 07 · Beyond LoRA: IA3, prefix and prompt tuning, DoRA, full fine-tuning
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - name what each method trains: virtual tokens, per-layer vectors, low-rank matrices, or everything;
 # - run them all on the same task with the same step budget, changing one config key (`method=`);
 # - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
 # - pick a method for a job from those numbers.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run

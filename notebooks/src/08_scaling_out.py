@@ -2,22 +2,16 @@
 # # 08 · Scaling out: the command line, configs, and several GPUs
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - run the notebooks' training job from a terminal with `ftlab train CONFIG.yaml key=value`;
 # - load, override and save YAML configs, and rerun a job from the config its run folder recorded;
 # - launch the same job on several processes with `accelerate launch` (DDP, FSDP, DeepSpeed);
 # - work out the effective batch size on several GPUs and keep it fixed when the GPU count changes.
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run

@@ -8,6 +8,8 @@
 # - check what your machine can do for fine-tuning (GPU, bf16, 4-bit) with `ftlab doctor`;
 # - load a real instruct model, offline or from the hub, and see the objects you get back;
 # - chat with the base model and see where it fails on the task this course teaches it.
+#
+# **Where the code is**: `ftlab.doctor` (the machine), `ftlab.models` (loading), `ftlab.generate` (chat), `ftlab.evaluation` (scoring). Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

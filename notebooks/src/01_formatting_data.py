@@ -10,6 +10,8 @@
 # - validate a file, find its malformed rows, and keep them in a rejects file instead of losing them;
 # - see what the chat template makes of a row, and which tokens carry the loss;
 # - spot the EOS/pad pitfall that silently teaches a model never to stop, and fix it.
+#
+# **Where the code is**: `ftlab.formats` (detecting and converting formats), `ftlab.data` (files, validation, rejects), `ftlab.lossmask`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

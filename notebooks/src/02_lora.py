@@ -9,6 +9,8 @@
 # - count what LoRA trains for a given rank and set of target layers;
 # - fine-tune SmolLM2 on the dates task with a hyperparameter panel and a live loss curve;
 # - measure the result: exact match of the base model against the tuned one on held-out prompts.
+#
+# **Where the code is**: `ftlab.adapters` (LoRA and the other PEFT methods), `ftlab.training` (the recipe), `ftlab.panels`, `ftlab.monitor`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

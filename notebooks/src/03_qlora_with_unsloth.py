@@ -10,6 +10,8 @@
 # - measure the rounding error NF4 leaves in one weight matrix;
 # - fine-tune the dates task with QLoRA: full-precision LoRA matrices on a frozen 4-bit base;
 # - on a GPU with Unsloth, run the same job through Unsloth and compare speed and memory with plain PEFT.
+#
+# **Where the code is**: `ftlab.quant` (the NF4 config), `ftlab.models` (4-bit and Unsloth loading), `ftlab.training`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

@@ -9,6 +9,8 @@
 #   that the merge changed nothing;
 # - keep several adapters on one base in memory, switch between them and turn them all off;
 # - combine two adapters with weights, and measure what the combination keeps of each skill.
+#
+# **Where the code is**: `ftlab.merge` (merging, switching and combining adapters), `ftlab.evaluation`, `ftlab.panels`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

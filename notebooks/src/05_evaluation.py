@@ -9,6 +9,8 @@
 # - score generated answers with task metrics (exact match, contains) in one side-by-side table;
 # - check that no evaluation row leaked into the training data, and see a planted leak get caught;
 # - run a benchmark through lm-evaluation-harness on the model in memory.
+#
+# **Where the code is**: `ftlab.evaluation` (loss, metrics, contamination, lm-eval), `ftlab.tasks` (answer checking). Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

@@ -13,6 +13,8 @@
 # **Binder (2 GB) cannot run this notebook.** Measured on 2026-12-01 in the small profile: the kernel
 # reaches 2.3 GB during the SFT step, and under a 2 GiB memory limit like Binder's it was killed in the
 # DPO step. Run it on Colab or Kaggle, or on a machine with 4 GB.
+#
+# **Where the code is**: `ftlab.examples` (training rows), `ftlab.training` (DPOTrainer wiring), `ftlab.data`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

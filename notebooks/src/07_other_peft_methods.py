@@ -9,6 +9,8 @@
 # - run them all on the same task with the same step budget, changing one config key (`method=`);
 # - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
 # - pick a method for a job from those numbers.
+#
+# **Where the code is**: `ftlab.adapters` (every method's PEFT config), `ftlab.training`, `ftlab.hardware` (peak memory). Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}
@@ -74,21 +76,11 @@ print(load_config("dates_smoke", base_overrides + ["method=ia3"]))
 
 # %%
 import pandas as pd
-import torch
 
-from ftlab.hardware import release_memory
+from ftlab import evaluate
+from ftlab.hardware import release_memory, reset_peak_memory
 from ftlab.merge import disabled
-from ftlab.tasks import score
 from ftlab.training import train
-
-
-def reset_peak_memory():
-    """Start train()'s peak_memory_mb afresh: GPU allocated memory, or on Linux the process's peak RSS."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    elif Path("/proc/self/clear_refs").exists():
-        Path("/proc/self/clear_refs").write_text("5")  # resets the kernel's high-water mark of this process
-
 
 test_rows = load_split("dates", "test")[: pick(small=8, full=100)]
 results, histories = [], {}
@@ -98,14 +90,15 @@ for method in METHODS:
     if method == "full":
         overrides.append(f"optim={pick(small='adafactor', full='adamw_torch')}")
     release_memory()  # the previous run's model: gc, then its memory back to the system
-    reset_peak_memory()
+    reset_peak_memory()  # each run's peak_memory_mb counts that run only (GPU peak, or the process's VmHWM)
     run = train(load_config("dates_smoke", overrides))
     m = run.metrics
     results.append({"method": method, "trainable": m["trainable_params"],
                     "trainable %": 100 * m["trainable_params"] / m["total_params"],
                     "peak MB": m["peak_memory_mb"], "train s": m["train_time_s"],
                     "eval loss": m["final_eval_loss"],
-                    "exact match": score(run.model.eval(), run.tokenizer, test_rows)["exact_match"],
+                    "exact match": evaluate({method: (run.model.eval(), run.tokenizer)}, test_rows,
+                                            metrics=("exact_match",))[0].loc[method, "exact_match"],
                     "learning rate": LEARNING_RATE[method], "optim": run.config.optim})
     histories[method] = [h["loss"] for h in run.history if "loss" in h]
     if method == "lora":  # the base model's eval loss, measured the same way: the adapter switched off

@@ -9,6 +9,8 @@
 # - load, override and save YAML configs, and rerun a job from the config its run folder recorded;
 # - launch the same job on several processes with `accelerate launch` (DDP, FSDP, DeepSpeed);
 # - work out the effective batch size on several GPUs and keep it fixed when the GPU count changes.
+#
+# **Where the code is**: `ftlab.cli` (the command line), `ftlab.config` (YAML, overrides, validation), `ftlab.shipped` (shipped configs). Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}

@@ -94,19 +94,42 @@ def choose_precision(
     return Precision(False, False, False, "CPU without bf16 instructions: training in fp32")
 
 
-def choose_backend(backend: str = "auto") -> tuple[str, str]:
-    """('unsloth' | 'transformers', why). 'auto' takes Unsloth only on CUDA with Unsloth importable."""
+TRITON_MIN_CAPABILITY = (7, 0)  # Unsloth's and TRL 1.15's Triton kernels: Volta and newer (not a P100)
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The CUDA compute capability of GPU 0, e.g. (7, 5) for a T4; None without CUDA."""
+    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+
+
+def triton_gpu_problem(capability: tuple[int, int] | None = None) -> str | None:
+    """Why this GPU cannot run Triton kernels (compute capability below 7.0, e.g. Kaggle's P100), or None."""
+    capability = gpu_capability() if capability is None else capability
+    if capability is None or tuple(capability) >= TRITON_MIN_CAPABILITY:
+        return None
+    return (f"this GPU has compute capability {capability[0]}.{capability[1]}; Triton kernels (Unsloth's, TRL "
+            "1.15's loss) need 7.0 or newer. Fix: pick a T4 GPU (Kaggle: Accelerator 'GPU T4 x2'; Colab: T4)")
+
+
+def choose_backend(backend: str = "auto", capability: tuple[int, int] | None = None) -> tuple[str, str]:
+    """('unsloth' | 'transformers', why). 'auto' takes Unsloth only on CUDA with Unsloth importable and a GPU
+    of compute capability 7.0 or newer. capability: fakes the GPU's (tests)."""
     if backend not in ("auto", "unsloth", "transformers"):
         raise ValueError(f"backend={backend!r}: use 'auto', 'unsloth' or 'transformers'")
     if backend == "transformers":
         return "transformers", "transformers + PEFT (asked for)"
-    has_cuda, has_unsloth = torch.cuda.is_available(), unsloth_importable()
+    has_cuda, has_unsloth = torch.cuda.is_available() or capability is not None, unsloth_importable()
+    old_gpu = triton_gpu_problem(capability) if has_cuda and has_unsloth else None  # matters for Unsloth only
     if backend == "unsloth":
         if not has_cuda:
             raise RuntimeError("backend='unsloth' needs a CUDA GPU and none was found: use backend='transformers'")
         if not has_unsloth:
             raise RuntimeError("backend='unsloth' but Unsloth is not installed: pip install 'ftlab[unsloth]'")
+        if old_gpu:
+            raise RuntimeError(f"backend='unsloth': {old_gpu}, or use backend='transformers'")
         return "unsloth", "Unsloth (asked for)"
+    if has_cuda and has_unsloth and old_gpu:
+        return "transformers", f"not Unsloth: {old_gpu}; using transformers + PEFT on this GPU"
     if has_cuda and has_unsloth:
         return "unsloth", "CUDA GPU and Unsloth found: using Unsloth's FastLanguageModel"
     if has_cuda:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real embedded model, loaded once per test session, offline; fresh virtual environments."""
+"""Shared fixtures: the real embedded model, loaded once per test session, offline; LoRA adapters on it;
+fresh virtual environments."""
 
 import os
 import subprocess
@@ -46,6 +47,52 @@ def trained_run(tmp_path_factory):
         f"output_dir={tmp_path_factory.mktemp('dates_smoke')}", f"train_file={data / 'train.jsonl'}",
         f"eval_file={data / 'validation.jsonl'}", f"test_file={data / 'test.jsonl'}"])
     return train(cfg)
+
+
+def _make_adapter(path=None, *, target_modules, r=8, lora_alpha=None, random_init=True, seed=0,
+                  load_in_4bit=False, names=("default",), batches=None, lr=2e-3):
+    """A LoRA adapter on a fresh copy of the embedded model: saved to `path` (returned), or (peft_model, tokenizer).
+
+    random_init: A and B random (init_lora_weights=False), so the adapter changes the outputs untrained;
+    False: PEFT's default (B = 0, a no-op until trained). lora_alpha: default r (scale 1).
+    names: one adapter per name, each with the same config, the first one active.
+    batches: fn(tokenizer) -> iterable of model-input dicts with labels; one AdamW step (lr) on each.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab import load_model
+
+    torch.manual_seed(seed)  # before loading: the LoRA weights are drawn right after, from this seed
+    model, tok = load_model(load_in_4bit=load_in_4bit, verbose=False)
+
+    def config():
+        return LoraConfig(r=r, lora_alpha=lora_alpha or r, target_modules=target_modules,
+                          init_lora_weights=not random_init, lora_dropout=0.0)
+
+    peft_model = get_peft_model(model, config(), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, config())
+    if batches is not None:
+        opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+        peft_model.train()
+        for batch in batches(tok):
+            peft_model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    if path is None:
+        return peft_model, tok
+    peft_model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_adapter():
+    """The factory `_make_adapter`: every test that needs a LoRA adapter builds it the same way.
+
+    Session-scoped (it holds no state), so module-scoped fixtures can build adapters with it too.
+    """
+    return _make_adapter
 
 
 class Venv:

@@ -96,12 +96,13 @@ for line in rejects_path(OUT / "openai.jsonl").read_text().splitlines():
 
 # %% [markdown]
 # - Not every problem is a format error. `preference.parquet` row 18 has `chosen == rejected`: well
-#   formed, but it teaches DPO nothing. The converter keeps it, so check what it cannot know about.
+#   formed, but a pair with no difference teaches DPO nothing. The converter compares the two answers
+#   as the model would see them (after conversion, surrounding spaces ignored) and rejects the row.
 
 # %%
-pairs = conversions["preference.parquet"].rows
-same = [i for i, r in enumerate(pairs) if r["chosen"] == r["rejected"]]
-print(f"{len(same)} converted preference row(s) with chosen == rejected:", [pairs[i]["chosen"] for i in same])
+same = [r for r in conversions["preference.parquet"].rejects if r.kind == "identical_pair"]
+for r in same:
+    print(f"row {r.row} [{r.kind}] {r.reason}")
 
 # %% [markdown]
 # ## Chat templates
@@ -253,6 +254,7 @@ for name, c in conversions.items():
     on_disk = len(out.read_text().splitlines()) + len(rejects_path(out).read_text().splitlines())
     assert on_disk == c.n_input == written[name].n_input, name
 assert {r.row for r in conversions["sharegpt.json"].rejects} == {3, 8, 14, 20}
+assert [r.row for r in same] == [18]  # the pair with chosen == rejected
 for r in conversions["openai.jsonl"].rows + conversions["sharegpt.json"].rows + conversions["alpaca.json"].rows:
     v = loss_mask(r, tokenizer)
     trained = tokenizer.decode([t for t, m in zip(v.input_ids, v.mask) if m])

@@ -11,6 +11,10 @@
 # - fine-tune the dates task with QLoRA: full-precision LoRA matrices on a frozen 4-bit base;
 # - on a GPU with Unsloth, run the same job through Unsloth and compare speed and memory with plain PEFT.
 #
+# **Binder (2 GB) cannot run this notebook.** Measured in the small profile: the kernel peaked at
+# 2,072 MB on 2026-12-01 (2,151 MB on 2026-11-22), in the QLoRA training cell. Run it on Colab or Kaggle,
+# or on a machine with 3 GB.
+#
 # **Where the code is**: `ftlab.quant` (the NF4 config), `ftlab.models` (4-bit and Unsloth loading), `ftlab.training`. Read any function with `??` (e.g. `train??`).
 
 # %%

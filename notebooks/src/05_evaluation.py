@@ -10,6 +10,10 @@
 # - check that no evaluation row leaked into the training data, and see a planted leak get caught;
 # - run a benchmark through lm-evaluation-harness on the model in memory.
 #
+# **Binder (2 GB) cannot run this notebook.** Measured in the small profile: the kernel peaked at
+# 2,411 MB on 2026-11-22, and on 2026-12-01 it reached 2.3 GB in the training step. Run it on Colab or
+# Kaggle, or on a machine with 3 GB.
+#
 # **Where the code is**: `ftlab.evaluation` (loss, metrics, contamination, lm-eval), `ftlab.tasks` (answer checking). Read any function with `??` (e.g. `train??`).
 
 # %%

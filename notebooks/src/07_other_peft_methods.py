@@ -10,6 +10,10 @@
 # - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
 # - pick a method for a job from those numbers.
 #
+# **Binder (2 GB) may not run this notebook.** Measured in the small profile on 2026-11-22: 2,743 MB
+# with full fine-tuning. Under 3 GB the notebook leaves full fine-tuning out; that mode's peak is not
+# measured yet. Colab, Kaggle or a machine with 4 GB run all of it.
+#
 # **Where the code is**: `ftlab.adapters` (every method's PEFT config), `ftlab.training`, `ftlab.hardware` (peak memory). Read any function with `??` (e.g. `train??`).
 
 # %%

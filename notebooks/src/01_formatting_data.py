@@ -100,6 +100,7 @@ for line in rejects_path(OUT / "openai.jsonl").read_text().splitlines():
 #   as the model would see them (after conversion, surrounding spaces ignored) and rejects the row.
 
 # %%
+pairs = conversions["preference.parquet"].rows  # the pairs kept (used by the chat-template cell below)
 same = [r for r in conversions["preference.parquet"].rejects if r.kind == "identical_pair"]
 for r in same:
     print(f"row {r.row} [{r.kind}] {r.reason}")

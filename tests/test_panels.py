@@ -74,7 +74,7 @@ def test_estimate_button_shows_the_table_for_the_current_values(panel):
     panel.target.value = "T4"
     panel.estimate_button.click()
     est = panel.last_estimate
-    assert est is not None and est.gpu == "T4" and est.settings.r == 8 and est.settings.batch_size == 4
+    assert est is not None and est.gpu == "T4" and est.settings.r == 8 and est.settings.per_device_train_batch_size == 4
     assert est.settings.optim == "adamw_8bit"  # what train() would pick on that GPU
     text = _text(panel.output)
     assert text.strip() == est.table() and "lora r=8" in text and "batch 4 x 256 tokens, on T4" in text

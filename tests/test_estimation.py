@@ -35,6 +35,9 @@ def test_shipped_shapes_are_llama_configs():
         config = read_model_config(name)
         assert isinstance(config, LlamaConfig)
         assert count_params(config)["total"] / 1e9 == pytest.approx(billions, abs=0.01)
+    # the 7B/8B shapes notebook 03 compares: the exact totals their model cards and safetensors index give
+    assert count_params("llama-2-7b")["total"] == 6_738_415_616
+    assert count_params("llama-3.1-8b")["total"] == 8_030_261_248
 
 
 def _peft_trainable(peft_config) -> int:

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 02 · LoRA: train 1% of the weights
+# # 02 · LoRA: train a few percent of the weights
 # {badges}
 #
 # {runtime}
@@ -112,7 +112,7 @@ cfg = TrainConfig(
     learning_rate=pick(small=1e-3, full=5e-4),  # high for LoRA: fine for a short run on a narrow task
     max_steps=pick(small=16, full=150),  # optimizer steps; x 8 chats each
     per_device_train_batch_size=2, gradient_accumulation_steps=4,  # 8 chats per step, 2 at a time in memory
-    gradient_checkpointing=True,  # recompute activations in backward: ~20% slower, a few hundred MB less
+    gradient_checkpointing=True,  # recompute activations in backward: one more forward per step, less memory
     max_length=128,  # the longest chat is ~90 tokens
     warmup_ratio=0.1, logging_steps=2, save_steps=1000,  # no checkpoints: a short run
 )

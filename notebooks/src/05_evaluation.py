@@ -36,7 +36,7 @@ print("profile:", profile(), "| data in", DATA_DIR, "| runs written to", os.getc
 # %% [markdown]
 # **Something to evaluate**
 # - A LoRA adapter on the dates task: a few steps in the small profile, the course's main job
-#   (the shipped config `dates_lora`, ~10 minutes on a CPU) in the full one.
+#   (the shipped config `dates_lora`; the README's table gives its measured time) in the full one.
 # - `train()` returns the `PeftModel`: the base with the adapter `default` on top. Switching the adapter
 #   off gives back the base model, so one model in memory serves both sides of every comparison.
 
@@ -149,6 +149,24 @@ else:
     bench = pd.concat({"base": bench_base.set_index(["task", "metric"])["value"],
                        "tuned": bench_tuned.set_index(["task", "metric"])["value"]}, axis=1)
 bench.round(3)
+
+# %% [markdown]
+# **What `acc` and `acc_norm` measure**
+# - lm-eval scores each choice by the **sum** of its tokens' log-probabilities after the question, and
+#   `acc` counts the rows where the gold choice has the highest sum. Every extra token adds a negative
+#   term, so a long wrong choice ("Sure! The date in ISO format is ...") loses before the model's
+#   knowledge enters: part of why the *base* model already scores high on `acc`.
+# - `acc_norm` divides each sum by the choice's length in bytes, which removes most of that advantage.
+# - The cell counts the rows where length favours the right answer. In the others both choices are
+#   dates of the same length (a day off, day and month swapped): only there does `acc` test the skill.
+
+# %%
+import json
+
+mc = [json.loads(line) for line in (DATA_DIR / "lm_eval" / "dates_mc.jsonl").read_text().splitlines()]
+shortest = sum(len(r["choices"][r["gold"]]) < min(len(c) for i, c in enumerate(r["choices"]) if i != r["gold"])
+               for r in mc)
+print(f"the right answer is strictly the shortest choice in {shortest} of {len(mc)} rows")
 
 # %% [markdown]
 # **Exercise** (pick a level)

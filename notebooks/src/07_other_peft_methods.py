@@ -135,13 +135,25 @@ plt.show()
 
 # %% [markdown]
 # **Reading the table**
-# - Trainable parameters span four orders of magnitude, from thousands (prompt tuning) to all 135M.
-#   Memory follows the optimizer: the frozen model is the same for every PEFT method, so their peaks are
-#   close; full fine-tuning adds gradients and optimizer state for every weight.
-# - Prefix tuning starts from random key/values in every layer, which first *disrupts* the model (its
-#   loss starts high) and needs many more steps; prompt tuning barely moves in a few steps.
-# - On narrow tasks like this one, LoRA and DoRA get most of full fine-tuning's quality at a small
-#   fraction of its trained weights; DoRA's steps are slower (it renormalizes every weight column).
+# - What to look for: how far the trained-weight counts spread; whether the PEFT methods' memory
+#   peaks differ (the frozen model is the same for all; full fine-tuning adds gradients and optimizer
+#   state for every weight); which losses are still high after the same few steps (prefix tuning starts
+#   from random key/values in every layer, which first disrupts the model); what DoRA's renormalizing
+#   of every weight column costs per step.
+# - The cell reads each of these off this run's table, so the sentences it prints are this run's.
+
+# %%
+counts, peak, loss, secs = table["trainable"], table["peak MB"], table["eval loss"], table["train s"]
+print(f"in this run: trained weights from {counts.min():,} ({counts.idxmin()}) to {counts.max():,} "
+      f"({counts.idxmax()}), a factor of {counts.max() / counts.min():,.0f}")
+peft_only = [m for m in table.index if m != "full"]
+print(f"peak memory of the PEFT methods: {peak[peft_only].min():.0f} to {peak[peft_only].max():.0f} MB"
+      + (f"; full fine-tuning {peak['full']:.0f} MB" if "full" in table.index else ""))
+print("eval loss after the same steps, best first: "
+      + ", ".join(f"{m} {v:.3f}" for m, v in loss.sort_values().items()) + f" (base {base_loss:.3f})")
+print(f"LoRA trains {counts['lora'] / counts['ia3']:.0f}x IA3's weights; "
+      f"DoRA's steps took {secs['dora'] / secs['lora']:.2f}x LoRA's time")
+
 #
 # **Exercise** (pick a level)
 # - *Easy*: give LoRA `r=2` and `r=64` (two more runs) and add them to the table. Where does the rank
@@ -157,7 +169,8 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 
 # %% [markdown]
 # **Questions**
-# 1. IA3 trains ~100x fewer weights than LoRA here. When would that be worth its lower capacity?
+# 1. IA3 trains an order of magnitude fewer weights than LoRA here (the "Reading the table" cell prints
+#    the factor). When would that be worth its lower capacity?
 # 2. Why do prompt and prefix tuning not work with sequence packing (ftlab refuses the combination)?
 # 3. Full fine-tuning wants a learning rate ~20x smaller than LoRA. Why?
 # 4. Several tasks, one base model: which of these methods let you serve all tasks from one copy of

@@ -121,9 +121,9 @@ for strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
           "-m ftlab.cli train dates_lora")
 
 # %% [markdown]
-# - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. It is slower than
-#   one process here (both share the same cores), but it is the same code path as 2 GPUs: each process
-#   trains on its own slice of every batch.
+# - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. Here both share
+#   the cores one process already uses, so it gains no speed (the cell after next prints both runs'
+#   times), but it is the same code path as 2 GPUs: each process trains on its own slice of every batch.
 # - The launcher: `torchrun`, PyTorch's own, which `accelerate launch` runs underneath for GPUs.
 #   (accelerate starts several *CPU* processes only through MPI, `mpirun`, which this machine lacks.)
 
@@ -144,13 +144,14 @@ import json
 import pandas as pd
 
 
-def epoch_at_last_step(folder):
+def read_run(folder):
     rows = [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
-    return max(r["epoch"] for r in rows if r["epoch"] is not None)
+    return {"epochs": max(r["epoch"] for r in rows if r["epoch"] is not None),
+            "seconds": max(r["elapsed_s"] for r in rows if r.get("elapsed_s") is not None)}
 
 
-epochs = {name: epoch_at_last_step(f"runs/{name}") for name in ("08_cli", "08_ddp")}
-print({name: f"{e:.4f} epochs after {steps} steps" for name, e in epochs.items()})
+runs = {name: read_run(f"runs/{name}") for name in ("08_cli", "08_ddp")}
+print({name: f"{r['epochs']:.4f} epochs in {r['seconds']:.0f} s after {steps} steps" for name, r in runs.items()})
 
 # %% [markdown]
 # - To keep the effective batch of `configs/dates_lora.yaml` (8 per step, tuned on 1 device) on more
@@ -198,5 +199,5 @@ print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab
 # The lesson's own check: the command-line run wrote its adapter and its config, and the config reloads.
 assert (run_dir / "adapter_model.safetensors").stat().st_size > 0
 assert (run_dir / "finetune_config.yaml").exists() and recorded.max_steps == steps
-assert epochs["08_ddp"] > 1.5 * epochs["08_cli"], epochs  # 2 processes: twice the data per step
+assert runs["08_ddp"]["epochs"] > 1.5 * runs["08_cli"]["epochs"], runs  # 2 processes: twice the data per step
 print("notebook check passed")

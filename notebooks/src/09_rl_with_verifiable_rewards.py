@@ -2,23 +2,19 @@
 # # 09 · RL with verifiable rewards (GRPO)
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - write a reward function: a plain Python function that scores sampled answers;
 # - see why GRPO learns nothing from a model whose answers all score the same, and fix it with a warm start;
 # - compute GRPO's group-relative advantages by hand and check them against what TRL used;
 # - read the KL term (`beta`), `num_generations` and `temperature`;
 # - watch a model game a naive reward, then fix the reward.
+#
+# **Where the code is**: `ftlab.rewards` (the reward functions and their guard), `ftlab.training` (`task=grpo`, the warm start), `ftlab.curves` (the reward curves). Read any function with `??` (e.g. `exact_date??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - `pick(small=..., full=...)`: a few steps in CI (FTLAB_PROFILE=small), the real job otherwise.
@@ -73,8 +69,8 @@ print({k: round(first[k], 3) for k in ("rewards/exact_date/mean", "rewards/date_
 print("a sampled answer:", repr(base.trainer._logs["completion"][0][0]["content"]))  # TRL's recent samples
 
 # %% [markdown]
-# - Measured with this setup (TRL 1.16, 2 prompts x 4 answers, 16 tokens): both rewards 0 for every
-#   answer, `frac_reward_zero_std` = 1.0. The instruct model writes sentences, not `YYYY-MM-DD`.
+# - Read the cell's output: when `frac_reward_zero_std` is 1.0, every group's answers scored the same
+#   (all 0: the instruct model writes sentences, not a bare `YYYY-MM-DD`), so this step changed nothing.
 # - Two ways out, both used by `configs/dates_grpo.yaml`: a short **SFT warm start**
 #   (`warm_start_steps`: SFT on the same file's answers first, merged into the weights) so some answers
 #   are right, and a **partial-credit** reward (`date_fields`: 1/3 per right field) so answers that are

@@ -8,7 +8,7 @@ functions count; tests/test_layers.py checks every edge against this table):
   core        shipped fingerprint hardware embedded course
   data        formats data lossmask config examples
   models      quant generate adapters models merge
-  evaluation  tasks evaluation
+  evaluation  tasks rewards evaluation
   artefacts   curves monitor report
   training    preflight speed training
   front ends  estimation doctor panels cli

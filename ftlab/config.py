@@ -22,11 +22,11 @@ from ftlab.shipped import config_names, config_path
 
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
-TASKS = ("sft", "dpo")
+TASKS = ("sft", "dpo", "grpo")
 BACKENDS = ("auto", "unsloth", "transformers")
 REPORT_TO = ("none", "tensorboard")
 RECORD_KEY = "versions"  # written by save_config for the record (library versions); not a setting
-FILE_KEYS = ("train_file", "eval_file", "test_file")  # inputs: a relative path in a YAML file is looked up
+FILE_KEYS = ("train_file", "eval_file", "test_file", "init_adapter")  # inputs: a relative path in a YAML file is looked up
 #   beside that file first, then in the working directory (an override typed on a command line: the reverse)
 
 
@@ -34,14 +34,20 @@ FILE_KEYS = ("train_file", "eval_file", "test_file")  # inputs: a relative path 
 class TrainConfig:
     # --- what to train, on what, where to write it
     model: str = DEFAULT_MODEL  # hub id or local folder; the embedded SmolLM2-135M works offline
-    train_file: str | None = None  # JSONL: chats, prompt/completion, or prompt/chosen/rejected
+    train_file: str | None = None  # JSONL: chats, prompt/completion, or prompt/chosen/rejected (grpo: chats or
+    #   prompt/completion; the final answer is not imitated, it is the reference the rewards compare with)
     eval_file: str | None = None  # validation JSONL: eval loss every eval_steps, needed for early stopping
     test_file: str | None = None  # held-out JSONL: base vs tuned exact match (costs generation)
     test_limit: int | None = None  # score the first N test rows; None: all. Fewer: faster, noisier
     benchmark_tasks: list[str] | None = None  # lm-eval tasks (data/lm_eval/) for base and tuned in the report
     benchmark_limit: int | None = None  # first N documents per benchmark task; None: all
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
-    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers
+    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers; "grpo": sample
+    #   answers, score them with reward_funcs, reinforce the better ones of each group (TRL's GRPOTrainer)
+    init_adapter: str | None = None  # an adapter run folder to start from, merged into the base weights first:
+    #   the adapter-off model (the report's "before", and the DPO/GRPO reference) is then that starting policy
+    warm_start_steps: int = 0  # grpo: first this many SFT steps on train_file's answers (run folder
+    #   output_dir/warm_start, then as init_adapter). 0: none; the base model's answers then need rewards it can earn
     # --- method: which weights train
     method: str = "lora"  # full | lora | rslora | dora | qlora | ia3 | prefix | prompt
     r: int = 16  # LoRA rank: higher = more capacity, more trainable parameters and memory
@@ -51,7 +57,14 @@ class TrainConfig:
     target_modules: str | list[str] = "all-linear"  # all-linear (best) or names: [q_proj, v_proj]
     num_virtual_tokens: int = 20  # prefix/prompt: more = more capacity, longer inputs
     backend: str = "auto"  # auto | unsloth (CUDA only, faster) | transformers (PEFT, runs anywhere)
-    beta: float = 0.1  # DPO: higher keeps the model closer to the reference, lower follows preferences harder
+    beta: float | None = None  # KL pull toward the reference: higher stays closer, lower follows the signal harder.
+    #   None: TRL's default for the task: DPO 0.1; GRPO 0.0 (no KL term, and no reference log-probs computed)
+    # --- grpo: reinforcement learning with verifiable rewards (TRL's GRPOConfig names)
+    reward_funcs: list[str] | None = None  # ftlab.rewards names, e.g. [exact_date, date_fields]; summed.
+    #   Your own function: train(cfg, reward_funcs=[my_reward])
+    num_generations: int = 4  # answers sampled per prompt (a "group"): more = a better baseline, slower steps
+    max_completion_length: int = 16  # tokens per sampled answer: a date needs ~7; longer costs generation time
+    temperature: float = 1.0  # sampling: higher = more varied answers in a group (more signal), more nonsense
     # --- optimisation
     learning_rate: float = 2e-4  # LoRA tolerates ~1e-4..5e-4; full fine-tuning wants ~1e-5..5e-5
     num_train_epochs: float = 1.0  # passes over train_file; ignored when max_steps > 0
@@ -168,6 +181,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.packing and cfg.method in ("prefix", "prompt"):
         raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning "
                      "prepends virtual tokens to each sequence", "set packing=false")
+    _check_grpo(cfg)
     if cfg.packing and cfg.task == "dpo":
         raise _error("packing", cfg.packing, "DPO compares whole chosen/rejected answers",
                      "set packing=false")
@@ -186,10 +200,51 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
+    if cfg.init_adapter and cfg.method == "qlora":
+        raise _error("init_adapter", cfg.init_adapter, "merging an adapter into 4-bit weights rounds it",
+                     "merge it first (ftlab merge) and set model=<the merged folder>, or use method=lora")
     if cfg.benchmark_tasks and cfg.test_file is None:
         raise _error("benchmark_tasks", cfg.benchmark_tasks, "benchmarks run with the test evaluation",
                      "set test_file, or benchmark_tasks=null")
     return cfg
+
+
+def _check_grpo(cfg: TrainConfig) -> None:
+    """GRPO's own combinations: group size, batch divisibility, reward names given, starting point."""
+    for key in ("num_generations", "max_completion_length"):
+        if getattr(cfg, key) < (2 if key == "num_generations" else 1):
+            raise _error(key, getattr(cfg, key), "too small" + (": a group of one answer has no relative "
+                         "advantage" if key == "num_generations" else ""), f"set {key} to e.g. 4 or 16")
+    if cfg.temperature <= 0:
+        raise _error("temperature", cfg.temperature, "GRPO samples, so it must be positive",
+                     "use 0.7..1.2 (higher: more varied groups)")
+    if cfg.beta is not None and cfg.beta < 0:
+        raise _error("beta", cfg.beta, "must be >= 0", "use e.g. 0.1 for DPO, 0.0..0.04 for GRPO")
+    if cfg.warm_start_steps < 0:
+        raise _error("warm_start_steps", cfg.warm_start_steps, "must be >= 0", "0 (none) or e.g. 20")
+    if cfg.task != "grpo":
+        if cfg.warm_start_steps:
+            raise _error("warm_start_steps", cfg.warm_start_steps, f"the SFT warm start is part of grpo, not "
+                         f"task={cfg.task}", "set warm_start_steps=0, or use init_adapter=<an SFT run folder>")
+        return
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    if batch % cfg.num_generations:
+        raise _error("per_device_train_batch_size", cfg.per_device_train_batch_size, f"GRPO counts the batch in "
+                     f"answers: {batch} per step (x gradient_accumulation_steps) must be a multiple of "
+                     f"num_generations={cfg.num_generations}", f"set per_device_train_batch_size to "
+                     f"{cfg.num_generations * max(1, batch // cfg.num_generations)}")
+    if cfg.method in ("prefix", "prompt"):
+        raise _error("method", cfg.method, "prefix/prompt tuning with GRPO is not supported (TRL's generation "
+                     "and log-probs do not see the virtual tokens)", "use method=lora (or qlora, dora)")
+    if cfg.packing:
+        raise _error("packing", cfg.packing, "GRPO generates from prompts; there is nothing to pack",
+                     "set packing=false")
+    if cfg.backend == "unsloth":
+        raise _error("backend", cfg.backend, "ftlab runs GRPO with TRL's own generation on transformers + PEFT, "
+                     "not Unsloth's patched GRPO path", "use backend=auto or transformers")
+    if cfg.init_adapter and cfg.warm_start_steps:
+        raise _error("warm_start_steps", cfg.warm_start_steps, "init_adapter already gives the starting policy",
+                     "set warm_start_steps=0, or init_adapter=null")
 
 
 def _eval_every(cfg: TrainConfig) -> int:
@@ -296,6 +351,11 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if backend == "unsloth" and cfg.method not in UNSLOTH_METHODS:  # only reachable with backend=auto
         print(f"ftlab: Unsloth builds {', '.join(UNSLOTH_METHODS)} only: using transformers + PEFT for "
               f"method={cfg.method} (set backend=transformers to silence this)")
+        backend = "transformers"
+    if backend == "unsloth" and cfg.task == "grpo":  # only reachable with backend=auto
+        print("ftlab: GRPO runs on transformers + PEFT with TRL's own generation: Unsloth's GRPO path needs its "
+              "patched trainer and vLLM fast inference, which ftlab does not wire (set backend=transformers "
+              "to silence this)")
         backend = "transformers"
     on_gpu = torch.cuda.is_available()
     optim = cfg.optim or default_optim(on_gpu)

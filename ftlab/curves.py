@@ -1,4 +1,5 @@
-"""Loss curves of a run: read a log history (`series`) and draw it (`draw_curves`, `save_loss_plot`).
+"""Loss curves of a run: read a log history (`series`) and draw it (`draw_curves`, `save_loss_plot`);
+a GRPO run's reward curves (`draw_rewards`) go beside its loss.
 
 One idea used by three readers: the live plot during training (monitor.LivePlot), the PNG in the run
 folder (training writes loss_curve.png) and the report that links it (report.write_report).
@@ -20,9 +21,19 @@ def series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
+def reward_keys(history: list[dict]) -> list[str]:
+    """The per-function mean rewards GRPO logged (rewards/<name>/mean), in first-seen order."""
+    return list(dict.fromkeys(k for row in history for k in row
+                              if k.startswith("rewards/") and k.endswith("/mean")))
+
+
 def draw_curves(fig, history: list[dict], title: str | None = None) -> None:
-    """Train loss and eval loss against step on `fig`, the learning rate on a twin axis."""
-    ax = fig.add_subplot()
+    """Train loss and eval loss against step on `fig`, the learning rate on a twin axis; when the history
+    holds GRPO rewards, a second panel beside it with each reward function's mean per step."""
+    rewards = reward_keys(history)
+    ax = fig.add_subplot(1, 2, 1) if rewards else fig.add_subplot()
+    if rewards:
+        draw_rewards(fig.add_subplot(1, 2, 2), history, rewards)
     if title:
         ax.set_title(title, fontsize=10)
     handles = []
@@ -45,10 +56,19 @@ def draw_curves(fig, history: list[dict], title: str | None = None) -> None:
     fig.tight_layout()
 
 
+def draw_rewards(ax, history: list[dict], keys: list[str]) -> None:
+    """Mean reward per reward function against step (each in 0..1 for the shipped functions)."""
+    for key in keys:
+        ax.plot(*series(history, key), "-", label=key.removeprefix("rewards/").removesuffix("/mean"))
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward of the sampled answers")
+    ax.legend(loc="lower right", fontsize="small")
+
+
 def save_loss_plot(history: list[dict], path) -> Path:
     """Write the loss / learning-rate curves of `history` to a PNG at `path`."""
     path = Path(path)
-    fig = Figure(figsize=(7, 4), dpi=100)  # a bare Figure renders with Agg: no display, no pyplot state
+    fig = Figure(figsize=(12, 4) if reward_keys(history) else (7, 4), dpi=100)  # a bare Figure renders with Agg: no display, no pyplot state
     draw_curves(fig, history)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

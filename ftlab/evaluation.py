@@ -29,6 +29,7 @@ from ftlab.generate import generate_batch
 from ftlab.lossmask import loss_mask
 from ftlab.merge import answering_as, combine_adapters, delete_adapter, load_adapters
 from ftlab.models import load_model
+from ftlab.rewards import mean_rewards
 from ftlab.tasks import DATA_DIR, contains, exact_match, prompts_and_references
 
 LM_EVAL_DIR = DATA_DIR / "lm_eval"  # local lm-evaluation-harness task YAMLs (shipped)
@@ -283,12 +284,44 @@ def test_rows(path, limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def evaluate_run(cfg, model, tokenizer) -> dict:
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% for z=1.96) of a proportion: sensible at 0/n and n/n, unlike mean +- 2 SE."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+
+
+def mean_interval(values, z: float = 1.96) -> tuple[float, float, float]:
+    """(mean, low, high): the normal-approximation 95% interval of a mean (NaN values left out)."""
+    values = [v for v in values if not math.isnan(v)]
+    mean = sum(values) / max(len(values), 1)
+    if len(values) < 2:
+        return mean, mean, mean
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, mean - z * sd / math.sqrt(len(values)), mean + z * sd / math.sqrt(len(values))
+
+
+def reward_table(reward_funcs, answers: pd.DataFrame, who=("base", "tuned")) -> list[dict]:
+    """Mean reward (95% interval) of each model's greedy answers per reward function, and their sum."""
+    rows = []
+    for name in who:
+        scores = mean_rewards(reward_funcs, list(answers[name]), list(answers["reference"]))
+        total = [sum(col) for col in zip(*scores.values())]  # what GRPO maximises: the sum per answer
+        for fn, values in {**scores, "sum": total}.items():
+            mean, low, high = mean_interval(values)
+            rows.append({"model": name, "reward": fn, "mean": mean, "low": low, "high": high, "n": len(values)})
+    return rows
+
+
+def evaluate_run(cfg, model, tokenizer, reward_funcs=()) -> dict:
     """The run report's evaluation on cfg.test_file: base vs tuned side by side (evaluate), greedy.
 
     Exact match and contains on the generated answers; loss and perplexity on the reference answers
     (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
-    lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed. A PEFT model serves as
+    lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed; with reward_funcs (GRPO)
+    the mean reward of the same greedy answers (reward_table). A PEFT model serves as
     its own base (adapter off); full fine-tuning changed the weights, so the base is loaded again
     (transformers backend: the comparison must not depend on how training ran).
     """
@@ -309,6 +342,10 @@ def evaluate_run(cfg, model, tokenizer) -> dict:
     out = {"base_exact_match": float(table.loc["base", "exact_match"]),
            "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
            "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}
+    if reward_funcs:
+        out["reward_table"] = reward_table(reward_funcs, answers)
+        sums = {r["model"]: r["mean"] for r in out["reward_table"] if r["reward"] == "sum"}
+        out["base_mean_reward"], out["tuned_mean_reward"] = sums["base"], sums["tuned"]
     if cfg.benchmark_tasks:
         out["benchmark_table"] = _benchmark_base_and_tuned(cfg, model, tokenizer, base_model)
     return out

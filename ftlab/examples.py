@@ -4,7 +4,9 @@
 template and marks the tokens that carry loss (ftlab.lossmask, the same code the loss-mask viewer shows):
 the assistant answers only, because SmolLM2's chat template has no {% generation %} markers for TRL's own
 `assistant_only_loss`. TRL makes the labels from the mask (-100 where it is 0). `dpo_dataset` keeps the
-conversational prompt/chosen/rejected rows DPOTrainer reads. Leaves out: the trainer (training.py).
+conversational prompt/chosen/rejected rows DPOTrainer reads. `grpo_dataset` splits each chat into the
+prompt GRPOTrainer samples answers for and the reference `answer` the reward functions compare with.
+Leaves out: the trainer (training.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from ftlab.data import convert
 from ftlab.lossmask import loss_mask
 
 SFT_FORMATS = ("openai", "sharegpt", "alpaca", "prompt_completion")
+GRPO_NEEDS = ("prompts with a reference answer: chat rows whose last turn is the assistant's answer, or "
+              "prompt/completion rows (the answer is what the rewards compare with, never a training target)")
 
 
 def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
@@ -23,7 +27,8 @@ def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
     conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
     want = ("preference",) if cfg.task == "dpo" else SFT_FORMATS
     if conv.format not in want:
-        need = "prompt/chosen/rejected rows" if cfg.task == "dpo" else "chat or prompt/completion rows"
+        need = {"dpo": "prompt/chosen/rejected rows", "grpo": GRPO_NEEDS}.get(
+            cfg.task, "chat or prompt/completion rows")
         fix = "set task=dpo" if conv.format == "preference" else "set task=sft"
         raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
                          f"Fix: {fix} or use another file.")
@@ -58,6 +63,19 @@ def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
     return Dataset.from_list(task_rows(path, tokenizer, cfg))
 
 
+def grpo_example(row: dict) -> dict:
+    """{"prompt": the chat up to the last user turn, "answer": the final assistant turn's text}."""
+    if "completion" in row:  # prompt/completion rows
+        return {"prompt": row["prompt"], "answer": "".join(m["content"] for m in row["completion"])}
+    return {"prompt": row["messages"][:-1], "answer": row["messages"][-1]["content"]}
+
+
+def grpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Conversational prompts plus an `answer` column, which TRL passes to every reward function."""
+    return Dataset.from_list([grpo_example(r) for r in task_rows(path, tokenizer, cfg)])
+
+
 def training_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """The dataset cfg.task trains on (sft_dataset or dpo_dataset)."""
-    return (dpo_dataset if cfg.task == "dpo" else sft_dataset)(path, tokenizer, cfg)
+    """The dataset cfg.task trains on (sft_dataset, dpo_dataset or grpo_dataset)."""
+    make = {"dpo": dpo_dataset, "grpo": grpo_dataset}.get(cfg.task, sft_dataset)
+    return make(path, tokenizer, cfg)

@@ -121,6 +121,13 @@ def merge(peft_model):
     return peft_model.merge_and_unload()
 
 
+def start_from(model, adapter_dir):
+    """`model` with the adapter in `adapter_dir` merged into its weights (in memory): a starting policy.
+
+    Training then puts a fresh adapter on top; switching that one off gives this starting point back."""
+    return merge(PeftModel.from_pretrained(model, str(adapter_dir)))
+
+
 def _as_messages(item) -> list[dict]:
     """A prompt as chat messages: a string, a list of messages, or a dataset row whose last message is the answer."""
     if isinstance(item, str):

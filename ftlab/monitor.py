@@ -23,6 +23,8 @@ from transformers import TrainerCallback
 from ftlab.curves import draw_curves, series
 
 FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "elapsed_s")
+RL_FIELDS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")  # GRPO's logs,
+#   plus every rewards/<function>/mean and /std
 
 
 def _in_notebook() -> bool:
@@ -98,6 +100,7 @@ class MetricsLogger(TrainerCallback):
     def _row(self, state, logs: dict) -> dict:
         now = time.perf_counter()
         row = {k: logs.get(k) for k in FIELDS}
+        row |= {k: v for k, v in logs.items() if k in RL_FIELDS or k.startswith(("rewards/", "eval_rewards/"))}
         row.update(step=state.global_step, epoch=logs.get("epoch", state.epoch), elapsed_s=round(now - self._t0, 3))
         row["event"] = "train" if "loss" in logs else "eval" if "eval_loss" in logs else "summary"
         tokens = logs.get("num_input_tokens_seen")

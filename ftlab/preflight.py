@@ -2,7 +2,8 @@
 
 `config.validate` checks the config itself (pure: it runs on every panel change). `preflight(cfg)` checks
 the world around it - the data files, bitsandbytes for 4-bit, TensorBoard, the optimizer and scheduler
-names this transformers knows, the local lm-eval tasks, a TRL that can compute its loss here - and reports
+names this transformers knows, the local lm-eval tasks, the reward functions GRPO names, the adapter a run
+starts from, a TRL that can compute its loss here - and reports
 every problem at once, so one run of `ftlab train` shows all there is to fix. `training.train` calls it.
 Leaves out: choices made for this machine (config.resolve) and anything that needs the model.
 """
@@ -19,6 +20,7 @@ import torch
 from ftlab.config import TrainConfig, explain
 from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
 from ftlab.hardware import bitsandbytes_usable, triton_gpu_problem
+from ftlab.rewards import REWARDS
 
 
 class PreflightError(ValueError):
@@ -50,8 +52,10 @@ def _did_you_mean(value: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def problems(cfg: TrainConfig) -> list[str]:
-    """Every reason this machine cannot run cfg, each naming the setting and the fix; [] when it can."""
+def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
+    """Every reason this machine cannot run cfg, each naming the setting and the fix; [] when it can.
+
+    own_rewards: train() was given reward functions, which replace cfg.reward_funcs' names."""
     from transformers import SchedulerType
     from transformers.training_args import OptimizerNames
 
@@ -89,6 +93,11 @@ def problems(cfg: TrainConfig) -> list[str]:
         if unknown:
             found.append(explain("benchmark_tasks", cfg.benchmark_tasks, f"no local lm-eval task {unknown}",
                                  f"use some of {known} (task files in {LM_EVAL_DIR})"))
+    if cfg.task == "grpo" and not own_rewards:
+        found += reward_problems(cfg.reward_funcs)
+    if cfg.init_adapter and not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+        found.append(explain("init_adapter", cfg.init_adapter, "not an adapter folder (no adapter_config.json)",
+                             "give the run folder of an earlier LoRA run, or init_adapter=null"))
     trl = trl_problem()
     if trl:
         found.append(trl)
@@ -100,9 +109,21 @@ def problems(cfg: TrainConfig) -> list[str]:
     return found
 
 
-def preflight(cfg: TrainConfig) -> None:
+def reward_problems(names) -> list[str]:
+    """GRPO's reward functions: some given, each a shipped name (ftlab.rewards.REWARDS)."""
+    shipped = ", ".join(REWARDS)
+    if not names:
+        return [explain("reward_funcs", names, "task=grpo scores sampled answers, but no reward function is "
+                        "named", f"reward_funcs=[exact_date, date_fields] (shipped: {shipped}), or your own: "
+                        "train(cfg, reward_funcs=[my_reward])")]
+    return [explain("reward_funcs", names, f"no reward function {n!r}{_did_you_mean(n, list(REWARDS))}; the "
+                    f"shipped ones are {shipped}", "use those names, or pass your own function: "
+                    "train(cfg, reward_funcs=[my_reward])") for n in names if n not in REWARDS]
+
+
+def preflight(cfg: TrainConfig, own_rewards: bool = False) -> None:
     """Raise one PreflightError listing every problem (numbered, on one line) when cfg cannot run here."""
-    found = problems(cfg)
+    found = problems(cfg, own_rewards)
     if len(found) == 1:
         raise PreflightError(found[0])
     if found:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ftlab.config import save_config
 from ftlab.curves import LOSS_PLOT, save_loss_plot
+from ftlab.evaluation import wilson
 from ftlab.fingerprint import file_sha256, library_versions
 from ftlab.monitor import diagnose
 
@@ -151,12 +152,20 @@ def _metrics(s: dict) -> list[dict]:
 
 
 def _accuracy_line(s: dict) -> str | None:
-    parts = [f"{who} {_percent(s, key)}" for who, key in (("base", "base_exact_match"), ("tuned", "tuned_exact_match"))
-             if s.get(key) is not None]
+    names = ("before GRPO (starting policy)", "after GRPO") if s.get("task") == "grpo" else ("base", "tuned")
+    parts = [f"{who} {_percent(s, key)}{_interval(s, key)}"
+             for who, key in zip(names, ("base_exact_match", "tuned_exact_match")) if s.get(key) is not None]
     if not parts:
         return None
-    n = f" (n={s['n_test']})" if s.get("n_test") is not None else ""
+    n = f" (n={s['n_test']}; Wilson 95% intervals)" if s.get("n_test") is not None else ""
     return f"exact match on the test split: {' -> '.join(parts)}{n}"
+
+
+def _interval(s: dict, key: str) -> str:
+    if not s.get("n_test"):
+        return ""
+    low, high = wilson(round(s[key] * s["n_test"]), s["n_test"])
+    return f" [{100 * low:.1f}%, {100 * high:.1f}%]"
 
 
 def _lineage_md(lin: dict) -> list[str]:
@@ -181,6 +190,7 @@ def write_report(run_dir, summary: dict) -> Path:
       train_time_s, tokens_per_s, peak_memory_mb   floats
       final_train_loss, final_eval_loss            floats
       base_exact_match, tuned_exact_match          fractions in 0..1; n_test: test rows they were scored on
+      reward_table      GRPO: list of {model, reward, mean, low, high, n} (evaluation.reward_table)
       samples           list of {prompt, reference, base, tuned} dicts (generations side by side)
       diagnosis         list[str] from monitor.diagnose; [] prints "no problems found in the curves"
       eval_table        a pandas DataFrame or a list of dicts, shown as a table
@@ -204,6 +214,10 @@ def write_report(run_dir, summary: dict) -> Path:
         out += ["## Diagnosis", ""]
         out += [f"- {d}" for d in s["diagnosis"]] or ["no problems found in the curves"]
         out.append("")
+    if s.get("reward_table"):
+        why = ("Mean reward of the greedy answers per reward function (sum: what GRPO maximises), with "
+               "normal-approximation 95% intervals.")
+        out += ["## Rewards on the test split", "", why, "", md_table(_rows(s["reward_table"])), ""]
     if s.get("eval_table") is not None:
         out += ["## Evaluation", "", md_table(_rows(s["eval_table"])), ""]
     if s.get("benchmark_table") is not None:

@@ -1,9 +1,11 @@
 """Run one fine-tuning job from a `TrainConfig`: the recipe, and the only module that touches TRL's trainers.
 
 `train(cfg)` reads top to bottom as the steps of training: check the machine (preflight) -> load the model
--> add the adapter -> prepare the data -> build TRL's `SFTTrainer` or `DPOTrainer` -> fit (with resume and,
+-> add the adapter -> prepare the data -> build TRL's `SFTTrainer`, `DPOTrainer` or `GRPOTrainer` -> fit (with resume and,
 on a GPU, out-of-memory retries at the same effective batch) -> evaluate base vs tuned -> write the run
 folder. It returns the real objects in a `TrainResult`. A NaN stops the run with the likely causes.
+GRPO (task=grpo) adds two steps at the start: the reward functions (ftlab.rewards), and the starting
+policy (an SFT warm start or init_adapter, merged into the weights before the GRPO adapter goes on).
 The pieces live where their idea does: the training examples and loss mask in examples.py, the CPU speed
 levers in speed.py, the run's evaluation in evaluation.py, the run folder in report.py.
 Leaves out: merging (merge.py), hyperparameter search.
@@ -28,10 +30,12 @@ from ftlab.config import TrainConfig, load_config, resolve
 from ftlab.evaluation import evaluate_run
 from ftlab.examples import training_dataset
 from ftlab.hardware import Precision, choose_precision, peak_memory_mb
+from ftlab.merge import start_from
 from ftlab.models import load_model
 from ftlab.monitor import LivePlot, MetricsLogger, NanGuard
 from ftlab.preflight import preflight
 from ftlab.report import write_run_folder
+from ftlab.rewards import RewardError, reward_functions, reward_name
 
 
 class TrainingDiverged(RuntimeError):
@@ -40,7 +44,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    trainer: object  # trl.SFTTrainer or trl.DPOTrainer, after training
+    trainer: object  # trl.SFTTrainer, DPOTrainer or GRPOTrainer, after training
     model: object  # the trained model: a PeftModel (or the full model for method=full)
     tokenizer: object
     run_dir: Path  # cfg.output_dir: adapter, tokenizer, config, metrics, plot, report
@@ -52,15 +56,20 @@ class TrainResult:
 # ---------------------------------------------------------------- the recipe
 
 
-def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_bar: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool = False,
+          progress_bar: bool = True) -> TrainResult:
     """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
 
-    callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot (a notebook figure).
+    reward_funcs: task=grpo: functions (or ftlab.rewards names) replacing cfg.reward_funcs; the run's config
+    records their names. callbacks: extra transformers TrainerCallbacks. live_plot: add monitor.LivePlot.
     progress_bar: False drops transformers' progress bar (the hyperparameter panel's Train button: from a
     widget callback the notebook bar stops redrawing after its first update; the live plot shows progress).
     """
     cfg = resolve(cfg)
-    preflight(cfg)  # every problem with the machine, libraries or files, before anything loads
+    preflight(cfg, own_rewards=bool(reward_funcs))  # every problem with machine, libraries, files, up front
+    rewards = reward_functions(reward_funcs or cfg.reward_funcs) if cfg.task == "grpo" else []
+    cfg = dataclasses.replace(cfg, reward_funcs=[reward_name(f) for f in rewards] or cfg.reward_funcs)
+    policy = starting_policy(cfg)  # an adapter folder to merge first (grpo: SFT, so answers can earn a reward)
     precision = choose_precision(bf16=cfg.bf16)
     print(f"ftlab: {precision.reason}")
     resume, run_dir = resume_point(cfg), Path(cfg.output_dir)
@@ -74,17 +83,22 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_b
         model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend,
                                 dtype=speed.bf16_base(cfg, precision), max_seq_length=cfg.max_length,
                                 verbose=not data)
+        if policy:
+            model = start_from(model, policy)  # the starting policy; the trained adapter goes on top
         if not data:
             data["train"] = training_dataset(cfg.train_file, tok, cfg)
             data["eval"] = training_dataset(cfg.eval_file, tok, cfg) if cfg.eval_file else None
         speed.eager_attention(model, data["train"], cfg)
         model = add_adapter(model, cfg)
-        trainer = build_trainer(cfg, model, tok, data["train"], data["eval"], callbacks, precision)
+        trainer = build_trainer(cfg, model, tok, data["train"], data["eval"], callbacks, precision, rewards)
         if not progress_bar:
             trainer.remove_callback(ProgressCallback)
             trainer.remove_callback(NotebookProgressCallback)
         start = time.perf_counter()
-        out = trainer.train(resume_from_checkpoint=resume)
+        try:
+            out = trainer.train(resume_from_checkpoint=resume)
+        except RewardError as err:  # the learner's message, without TRL's frames around it
+            raise RewardError(str(err)) from None
         return trainer, tok, out, time.perf_counter() - start
 
     with speed.loss_positions_only(), speed.autocast(precision):
@@ -98,9 +112,27 @@ def train(cfg: TrainConfig, *, callbacks=(), live_plot: bool = False, progress_b
         return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
     tok.save_pretrained(str(run_dir))
     if cfg.test_file:
-        metrics.update(evaluate_run(cfg, model, tok))
+        metrics.update(evaluate_run(cfg, model, tok, rewards))
     write_run_folder(cfg, model, run_dir, history, metrics)
     return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
+
+
+def starting_policy(cfg: TrainConfig) -> str | None:
+    """The adapter folder the run starts from: cfg.init_adapter, or (task=grpo, warm_start_steps > 0) a short
+    SFT run on train_file into output_dir/warm_start, trained here unless that folder already holds one."""
+    if cfg.init_adapter or not cfg.warm_start_steps:
+        return cfg.init_adapter
+    folder = Path(cfg.output_dir) / "warm_start"
+    if (folder / "adapter_config.json").is_file():
+        print(f"ftlab: starting from the SFT warm start already in {folder} (delete it to train a new one)")
+        return str(folder)
+    print(f"ftlab: SFT warm start: {cfg.warm_start_steps} steps on the answers of {cfg.train_file}, so that "
+          "sampled answers can earn a reward (from the base model every reward is 0: no signal)")
+    train(dataclasses.replace(cfg, task="sft", max_steps=cfg.warm_start_steps, warm_start_steps=0,
+                              output_dir=str(folder), eval_file=None, test_file=None, benchmark_tasks=None,
+                              resume_from_checkpoint=None, reward_funcs=None, beta=None))
+    gc.collect()
+    return str(folder)
 
 
 def stop_if_diverged(guard: NanGuard, cfg: TrainConfig) -> None:
@@ -134,8 +166,8 @@ def _checkpointing_args(config_class, on: bool) -> dict:
 
 
 def trainer_args(cfg: TrainConfig, precision: Precision):
-    """SFTConfig / DPOConfig from a resolved TrainConfig: same names, plus what ftlab decides for you."""
-    from trl import DPOConfig, SFTConfig
+    """SFTConfig / DPOConfig / GRPOConfig from a resolved TrainConfig: same names, plus what ftlab decides."""
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
     evaluating = cfg.eval_file is not None
     common = dict(
@@ -160,8 +192,13 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         dataloader_num_workers=0,  # tokenized data sit in memory: workers would only add start-up time
         disable_tqdm=False,
     )
+    beta = {} if cfg.beta is None else {"beta": cfg.beta}  # None: TRL's default (DPO 0.1, GRPO 0.0)
     if cfg.task == "dpo":
-        return DPOConfig(**common, beta=cfg.beta)
+        return DPOConfig(**common, **beta)
+    if cfg.task == "grpo":  # prompts only: no max_length; the answers are sampled, at most max_completion_length
+        del common["max_length"]
+        return GRPOConfig(**common, **beta, num_generations=cfg.num_generations, temperature=cfg.temperature,
+                          max_completion_length=cfg.max_completion_length)
     # Length-grouped batches: LengthGroupedSampler reads the lengths of the tokenized rows (input_ids)
     grouped = cfg.group_by_length and not cfg.packing
     common["train_sampling_strategy"] = "group_by_length" if grouped else "random"
@@ -169,9 +206,9 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
     return SFTConfig(**common, packing=cfg.packing, assistant_only_loss=False, completion_only_loss=None)
 
 
-def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbacks, precision):
-    """TRL's SFTTrainer or DPOTrainer, ready to train."""
-    from trl import DPOTrainer, SFTTrainer
+def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbacks, precision, rewards=()):
+    """TRL's SFTTrainer, DPOTrainer or GRPOTrainer (with `rewards`: checked reward functions), ready to train."""
+    from trl import DPOTrainer, GRPOTrainer, SFTTrainer
 
     args = trainer_args(cfg, precision)
     callbacks = list(callbacks)
@@ -182,6 +219,11 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
         # so the base model serves as reference without a second copy in memory
         return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
                           eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    if cfg.task == "grpo":
+        # TRL's own generation (model.generate); with beta=0 no reference model, with beta>0 the PeftModel's
+        # adapter-off weights (the starting policy) are the reference, as for DPO
+        return GRPOTrainer(model=model, reward_funcs=list(rewards), args=args, train_dataset=train_ds,
+                           eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=callbacks)
 

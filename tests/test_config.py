@@ -105,3 +105,25 @@ def test_shipped_configs_load(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # their data paths are relative to the repo root, as `ftlab train` runs there
     cfg = load_config(path)
     assert isinstance(cfg, TrainConfig) and cfg.train_file
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["task=grpo", "per_device_train_batch_size=6"], ["multiple of num_generations=4", "set per_device_train_batch_size to 4"]),
+    (["task=grpo", "num_generations=1"], ["num_generations", "no relative advantage"]),
+    (["task=grpo", "temperature=0"], ["temperature", "positive"]),
+    (["task=grpo", "method=prompt"], ["prefix/prompt tuning with GRPO"]),
+    (["task=grpo", "backend=unsloth"], ["backend", "TRL's own generation"]),
+    (["warm_start_steps=5"], ["warm_start_steps", "part of grpo"]),
+    (["task=grpo", "warm_start_steps=5", f"init_adapter={Path(__file__).parent}"], ["init_adapter already gives"]),
+])
+def test_grpo_combinations_fail_with_the_fix(overrides, words):
+    with pytest.raises(ValueError) as err:
+        load_config(None, overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_shipped_grpo_config_loads_with_trl_names():
+    cfg = load_config("dates_grpo")
+    assert cfg.task == "grpo" and cfg.reward_funcs == ["exact_date", "date_fields"] and cfg.warm_start_steps > 0
+    assert cfg.per_device_train_batch_size % cfg.num_generations == 0 and cfg.beta == 0.0

@@ -80,6 +80,17 @@ def test_validate_is_pure():
         validate(TrainConfig(r=0))  # still checks the config's own values
 
 
+def test_grpo_reward_names_are_checked_before_loading_anything():
+    cfg = TrainConfig(train_file=TRAIN, task="grpo", reward_funcs=["exact_dates"])
+    (found,) = problems(cfg)
+    assert "did you mean 'exact_date'" in found and "date_shape" in found and "date_fields" in found
+    (found,) = problems(TrainConfig(train_file=TRAIN, task="grpo"))
+    assert "reward_funcs" in found and "train(cfg, reward_funcs=" in found
+    assert problems(cfg, own_rewards=True) == []  # train(cfg, reward_funcs=[fn]) replaces the names
+    (found,) = problems(TrainConfig(train_file=TRAIN, init_adapter=str(ROOT)))
+    assert "init_adapter" in found and "adapter_config.json" in found
+
+
 def test_two_gpus_in_one_process_are_refused_with_the_fix(monkeypatch):
     import torch
 

@@ -88,7 +88,9 @@ def test_write_report_renders_every_section(tmp_path):
     assert text.startswith("# Fine-tuning report: lora on SmolLM2-135M-Instruct")
     assert "| trainable parameters | 921,600 (0.68% of all) |" in text
     assert "| training time | 312.4 s (5.2 min) |" in text and "| throughput | 1,523 tokens/s |" in text
-    assert "exact match on the test split: base 12.0% -> tuned 64.5% (n=200)" in text
+    # Wilson 95% intervals, worked by hand: 24/200 -> [8.2%, 17.2%], 129/200 -> [57.7%, 70.8%]
+    assert ("exact match on the test split: base 12.0% [8.2%, 17.2%] -> tuned 64.5% [57.7%, 70.8%] "
+            "(n=200; Wilson 95% intervals)") in text
     assert f"![loss curves]({LOSS_PLOT})" in text
     assert "- eval loss was lowest at step 30" in text
     assert "| model | exact_match |" in text and "| tuned | 0.645 |" in text  # the index became a column
@@ -108,3 +110,11 @@ def test_write_report_says_what_is_wrong(tmp_path):
         write_report(tmp_path, {})
     with pytest.raises(ValueError, match="fraction in 0..1"):
         write_report(tmp_path, {"method": "lora", "tuned_exact_match": 64.5})
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from ftlab.evaluation import wilson
+
+    # Wilson (1927) score intervals at 95%, as tabulated by Newcombe (1998): 0/10 and 5/10
+    assert [round(v, 4) for v in wilson(0, 10)] == [0.0, 0.2775]
+    assert [round(v, 4) for v in wilson(5, 10)] == [0.2366, 0.7634]

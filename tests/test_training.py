@@ -1,5 +1,6 @@
 """Training end to end on the real SmolLM2-135M: the run folder, the masks, DPO, OOM retries, NaN, resume."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from ftlab.examples import sft_example
 from ftlab.hardware import choose_precision
 from ftlab.lossmask import loss_mask
 from ftlab.preflight import PreflightError, trl_problem
+from ftlab.rewards import RewardError
 from ftlab.tasks import exact_match
 from ftlab.training import TrainingDiverged, fit_with_oom_retries, smaller_step, train
 
@@ -441,3 +443,35 @@ def test_trl_without_a_cpu_loss_path_is_refused_before_loading_anything(monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4
     assert trl_problem() is None  # on a GPU TRL 1.15 trains (Triton ships with CUDA PyTorch)
+
+
+# ---------------------------------------------------------------- GRPO
+
+
+@pytest.mark.slow
+def test_grpo_a_few_steps_from_a_warm_start(tmp_path):
+    """Warm start (SFT, merged) -> 2 GRPO steps with the shipped rewards -> before/after in the report."""
+    test = tiny_file(tmp_path, "test.jsonl", 4, source="test.jsonl")
+    cfg = tiny_config(tmp_path, "task=grpo", "warm_start_steps=2", "reward_funcs=[exact_date,date_fields]",
+                      "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=8",
+                      f"test_file={test}", "learning_rate=5e-4")
+    result = train(cfg)
+    assert type(result.trainer).__name__ == "GRPOTrainer"
+    assert (result.run_dir / "warm_start" / "adapter_config.json").is_file()
+    logged = [h for h in result.history if "loss" in h]
+    assert len(logged) == 2 and {"rewards/exact_date/mean", "rewards/date_fields/mean",
+                                 "frac_reward_zero_std"} <= set(logged[0])
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "rewards/date_fields/mean" in rows[0]  # the reward curves reach metrics.jsonl
+    m = result.metrics
+    assert m["n_test"] == 4 and 0 <= m["base_mean_reward"] <= 2 and len(m["reward_table"]) == 6
+    report = (result.run_dir / "finetune_report.md").read_text()
+    assert "before GRPO (starting policy)" in report and "## Rewards on the test split" in report
+
+    def broken(completions, **kwargs):
+        return [1 / 0 for _ in completions]
+
+    with pytest.raises(RewardError, match="reward function broken raised ZeroDivisionError.*on completion") as err:
+        train(dataclasses.replace(cfg, output_dir=str(tmp_path / "broken"), test_file=None), reward_funcs=[broken])
+    assert err.value.__cause__ is None  # no TRL traceback chained under the learner's message
+    assert yaml.safe_load((tmp_path / "broken" / "warm_start" / "finetune_config.yaml").read_text())["task"] == "sft"

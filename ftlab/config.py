@@ -68,7 +68,7 @@ class TrainConfig:
     packing: bool = False  # concatenate short examples to max_length: fewer pad tokens, faster on short data
     group_by_length: bool = True  # SFT batches of similar length: less padding (13% fewer tokens on data/dates);
     #   the loss curve wobbles a little more, since batch lengths now vary in runs
-    gradient_checkpointing: bool | None = None  # ~30% slower, far less memory; None: on for 4-bit
+    gradient_checkpointing: bool | None = None  # an extra forward per step, far less memory; None: on for 4-bit
     bf16: bool | None = None  # None: bf16 where the hardware has it (GPU, or CPU bf16 instructions);
     #   false: no bf16 - fp32 on a CPU (exact, slower), fp16 mixed precision on a GPU (as on a T4)
     optim: str | None = None  # None: adamw_8bit on GPU (8-bit states, less memory), adamw_torch on CPU

@@ -3,7 +3,8 @@
 `convert(source)` reads JSON, JSONL, CSV/TSV, Parquet, a `datasets.Dataset` or a list of dicts, detects the
 format (formats.py) and converts each row. A row that cannot be used is not dropped silently: it goes to
 `Conversion.rejects` with its row number (0-based, counting the rows read; blank JSONL lines are not rows),
-a short `kind` and a reason naming the fix, so `len(rows) + len(rejects) == n_input` always.
+a short `kind` and a reason naming the fix, so `len(rows) + len(rejects) == n_input` always. A source
+with no rows at all (an empty file, only blank lines, `[]`) is a ValueError naming it: there is nothing to check.
 Also: `dedupe`, `split`, `token_stats`. Leaves out: loading from the Hub, streaming, training-time
 tokenization (TRL does that from the conversational form).
 """
@@ -32,7 +33,7 @@ _UNREADABLE = "__ftlab_unreadable__"  # marks a row that could not be read; conv
 class Reject:
     row: int  # 0-based position among the rows read
     kind: str  # missing_field, empty_field, wrong_type, unknown_role, not_ending_with_assistant,
-    #            alternation, undecodable, too_long, unparseable
+    #            alternation, identical_pair, undecodable, too_long, unparseable
     reason: str  # which field is wrong and how to fix it
     original: object  # the row exactly as read (the raw text for a line that did not parse)
 
@@ -119,6 +120,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _read_json(path: Path) -> list[dict]:
     text = path.read_bytes().decode("utf-8-sig", errors="replace")  # bad bytes -> U+FFFD, rejected per row
+    if not text.strip():
+        return []  # an empty file has no rows; convert() says so
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -168,10 +171,14 @@ def _cell(value):
 def convert(source, *, tokenizer=None, max_length: int | None = None) -> Conversion:
     """Read `source`, detect its format, convert every row; bad rows go to `.rejects` with one warning.
 
+    A source without a single row (empty file, blank lines only, empty list) raises ValueError.
+
     tokenizer, max_length: when both are given, rows whose chat-template rendering has more than
     max_length tokens are rejected as too_long.
     """
     rows = read_rows(source)
+    if not rows:  # nothing to detect a format from, nothing to train on: say so instead of "format: unknown"
+        raise ValueError(_no_rows(source))
     readable = [r for r in rows if _UNREADABLE not in r]
     fmt = detect_format(readable) if readable else "unknown"
     good, rejects = [], []
@@ -197,6 +204,21 @@ def convert(source, *, tokenizer=None, max_length: int | None = None) -> Convers
         warnings.warn(f"skipped {len(rejects)} of {len(rows)} rows ({kinds}); they are in .rejects, "
                       f"first: row {rejects[0].row}: {rejects[0].reason}", stacklevel=2)
     return result
+
+
+def _no_rows(source) -> str:
+    if isinstance(source, (list, Dataset)):
+        what = "the list is empty" if isinstance(source, list) else "the Dataset has no rows"
+        return f"no rows to convert: {what}; pass at least one row"
+    path = Path(source)
+    raw = path.read_bytes()
+    if not raw.strip():
+        what = "holds only blank lines" if raw else "is empty (0 bytes)"
+    else:
+        what = {".csv": "has a header but no rows", ".tsv": "has a header but no rows",
+                ".parquet": "is a table with no rows"}.get(path.suffix.lower(), "holds an empty list of rows")
+    return (f"{source} {what}: nothing to check or convert. Add rows, e.g. one JSON object per line like "
+            '{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}, or check the path')
 
 
 def n_tokens(row: dict, tokenizer) -> int:

@@ -400,8 +400,8 @@ def _estimate(s: Shape, st: Settings, hw: Hardware) -> Estimate:
     if hw.is_cpu:
         notes.append("overhead: peak RSS of `import torch, transformers, peft`, measured"
                      + (" + the checkpoint pages read to quantize (mapped file)" if st.load_in_4bit else ""))
-        notes.append("glibc malloc keeps freed activation memory: measured peak RSS ran 18-30% above this total "
-                     "(within 2% with MALLOC_MMAP_THRESHOLD_=65536)")
+        notes.append("this total is live tensor memory; glibc malloc keeps freed activation buffers, so peak RSS "
+                     "ran 18-42% above it on three CPUs (within 10% with MALLOC_MMAP_THRESHOLD_=65536)")
     else:
         notes.append("overhead: CUDA context; activations assume a fused attention kernel (no seq x seq scores)")
     return Estimate(

@@ -6,7 +6,8 @@ Five formats come in (`FORMATS` lists their fields); three forms go out, the one
   {"prompt": [...], "chosen": [...], "rejected": [...]}  from preference
 `convert_row` raises `BadRow(kind, reason)` for a row it cannot convert; the reason names the field
 and the fix. Leaves out: reading files, counting tokens and collecting rejects (all in data.py).
-Also left out: tool calls, multimodal content parts, preference rows without an explicit prompt.
+A preference row whose chosen and rejected answers are the same (after conversion) is a BadRow too: it
+teaches nothing. Also left out: tool calls, multimodal content parts, preference rows without an explicit prompt.
 """
 
 from __future__ import annotations
@@ -185,7 +186,23 @@ def _preference(row: dict) -> dict:
             answer = answer[len(prompt):]  # UltraFeedback style: chosen repeats the prompt turns; keep the answer
         _check_chat(prompt + answer, _labels("prompt", prompt) + _labels(field, answer))
         out[field] = answer
+    if _as_seen(out["chosen"]) == _as_seen(out["rejected"]):
+        ask, answer = _short(prompt[-1]["content"]), _short(out["chosen"][-1]["content"])
+        raise BadRow("identical_pair", f"chosen and rejected are identical (prompt {ask!r}, both answer {answer!r}): "
+                                       "the pair carries no preference signal; make 'rejected' a worse answer, "
+                                       "or drop the row")
     return out
+
+
+def _as_seen(answer: list[dict]) -> list[tuple[str, str]]:
+    # the answer as the model is trained on it: converted turns, surrounding whitespace ignored (chat
+    # templates such as Llama 3's trim it), so "Blue." and [{"role": "assistant", "content": "Blue. "}] match
+    return [(m["role"], m["content"].strip()) for m in answer]
+
+
+def _short(text: str, n: int = 40) -> str:
+    text = " ".join(text.split())  # one line, for a reason printed in a report
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def _labels(field: str, msgs: list) -> list[str]:

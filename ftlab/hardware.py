@@ -1,4 +1,4 @@
-"""What machine are we on, and which precision and backend suit it.
+"""What machine are we on, which precision and backend suit it, and how to give memory back.
 
 Every hardware-dependent default in ftlab is decided here, once, so a notebook,
 the command line and the tests all make the same choice and can print why.
@@ -7,6 +7,8 @@ Leaves out: anything that loads a model (see `models.py`).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import os
 import resource
@@ -92,19 +94,42 @@ def choose_precision(
     return Precision(False, False, False, "CPU without bf16 instructions: training in fp32")
 
 
-def choose_backend(backend: str = "auto") -> tuple[str, str]:
-    """('unsloth' | 'transformers', why). 'auto' takes Unsloth only on CUDA with Unsloth importable."""
+TRITON_MIN_CAPABILITY = (7, 0)  # Unsloth's and TRL 1.15's Triton kernels: Volta and newer (not a P100)
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The CUDA compute capability of GPU 0, e.g. (7, 5) for a T4; None without CUDA."""
+    return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+
+
+def triton_gpu_problem(capability: tuple[int, int] | None = None) -> str | None:
+    """Why this GPU cannot run Triton kernels (compute capability below 7.0, e.g. Kaggle's P100), or None."""
+    capability = gpu_capability() if capability is None else capability
+    if capability is None or tuple(capability) >= TRITON_MIN_CAPABILITY:
+        return None
+    return (f"this GPU has compute capability {capability[0]}.{capability[1]}; Triton kernels (Unsloth's, TRL "
+            "1.15's loss) need 7.0 or newer. Fix: pick a T4 GPU (Kaggle: Accelerator 'GPU T4 x2'; Colab: T4)")
+
+
+def choose_backend(backend: str = "auto", capability: tuple[int, int] | None = None) -> tuple[str, str]:
+    """('unsloth' | 'transformers', why). 'auto' takes Unsloth only on CUDA with Unsloth importable and a GPU
+    of compute capability 7.0 or newer. capability: fakes the GPU's (tests)."""
     if backend not in ("auto", "unsloth", "transformers"):
         raise ValueError(f"backend={backend!r}: use 'auto', 'unsloth' or 'transformers'")
     if backend == "transformers":
         return "transformers", "transformers + PEFT (asked for)"
-    has_cuda, has_unsloth = torch.cuda.is_available(), unsloth_importable()
+    has_cuda, has_unsloth = torch.cuda.is_available() or capability is not None, unsloth_importable()
+    old_gpu = triton_gpu_problem(capability) if has_cuda and has_unsloth else None  # matters for Unsloth only
     if backend == "unsloth":
         if not has_cuda:
             raise RuntimeError("backend='unsloth' needs a CUDA GPU and none was found: use backend='transformers'")
         if not has_unsloth:
             raise RuntimeError("backend='unsloth' but Unsloth is not installed: pip install 'ftlab[unsloth]'")
+        if old_gpu:
+            raise RuntimeError(f"backend='unsloth': {old_gpu}, or use backend='transformers'")
         return "unsloth", "Unsloth (asked for)"
+    if has_cuda and has_unsloth and old_gpu:
+        return "transformers", f"not Unsloth: {old_gpu}; using transformers + PEFT on this GPU"
     if has_cuda and has_unsloth:
         return "unsloth", "CUDA GPU and Unsloth found: using Unsloth's FastLanguageModel"
     if has_cuda:
@@ -145,6 +170,33 @@ def memory_bytes(meminfo: str = "/proc/meminfo", limits: list[str] | None = None
         if value.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
             total = min(total, int(value))
     return total
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
+    except (OSError, TypeError, AttributeError):
+        return None
+
+
+def release_memory() -> list[str]:
+    """Hand the memory of objects just dropped (`del model`) back to the system; returns the steps taken.
+
+    gc.collect() frees what reference cycles hold (a model's modules point at each other); on a GPU,
+    PyTorch's cached blocks go back to the driver; with glibc, malloc_trim(0) returns the freed heap pages
+    glibc would otherwise keep for the next allocation, so a freed model leaves the process's RSS.
+    """
+    done = ["gc.collect"]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        done.append("torch.cuda.empty_cache")
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # 0: keep no spare heap at the top
+        done.append("malloc_trim")
+    return done
 
 
 def free_disk_bytes(path: str = ".") -> int:

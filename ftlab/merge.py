@@ -149,6 +149,7 @@ def compare(ref: dict, other: dict) -> dict:
     """How far `other`'s outputs are from `ref`'s: max |logit difference|, mean KL(ref || other), greedy replies."""
     diffs, kls = [], []
     for a, b in zip(ref["logits"], other["logits"]):
+        a, b = a.float().cpu(), b.float().cpu()  # the reference may sit on the GPU, a reloaded model on the CPU
         diffs.append((a - b).abs().max().item())
         logp, logq = a.log_softmax(-1), b.log_softmax(-1)
         kls.append((logp.exp() * (logp - logq)).sum(-1).mean().item())  # nats, averaged over positions
@@ -200,7 +201,9 @@ def merge_adapter(adapter_dir, out_dir, *, base: str | None = None, dtype: torch
     qlora = trained_in_4bit(adapter_dir) if qlora is None else qlora
     prompts = prompts or BUILTIN_PROMPTS
     ref_dtype = default_compute_dtype() if qlora else torch.float32  # what the adapter model computes in
-    model, tok = load_model(base, load_in_4bit=qlora, dtype=torch.float32, compute_dtype=ref_dtype, verbose=False)
+    # transformers, never Unsloth: a merge must not depend on how the training ran
+    model, tok = load_model(base, load_in_4bit=qlora, dtype=torch.float32, compute_dtype=ref_dtype,
+                            backend="transformers", verbose=False)
     work = dequantize(copy.deepcopy(model)) if qlora else model  # copy before a forward repacks 4-bit layers
     reference = PeftModel.from_pretrained(model, adapter_dir).eval()
     ref_out = outputs(reference, tok, prompts) if check else None

@@ -47,6 +47,14 @@ def default_compute_dtype() -> torch.dtype:
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
+def default_device_map() -> dict | None:
+    """Where a model goes when the caller does not say: this process's GPU, {"": LOCAL_RANK} (under torchrun
+    or accelerate every rank has its own; 0 in a single process); None on a CPU (transformers' default)."""
+    if not torch.cuda.is_available():
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+
+
 def _from_pretrained(name: str, local_only: bool, **kwargs):
     tok = AutoTokenizer.from_pretrained(
         name,
@@ -98,15 +106,20 @@ def load_model(
                             max_seq_length=max_seq_length)
 
     kwargs = dict(dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
+    device_map = default_device_map() if device_map is None else device_map
     if device_map is not None:
         kwargs["device_map"] = device_map
-    elif torch.cuda.is_available():
-        kwargs["device_map"] = {"": 0}
     if load_in_4bit:
         from ftlab.quant import nf4_config
 
         kwargs["quantization_config"] = nf4_config(compute_dtype)
-        kwargs.pop("dtype")  # non-quantized parts (norms, embeddings) follow compute_dtype via bnb
+        # transformers 5 keeps the non-quantized parts (embedding, norms, lm_head) in the checkpoint's dtype
+        # unless told: on a GPU in compute_dtype (the embedded model's fp32 embedding would take 108 MiB more);
+        # on a CPU as the checkpoint has them (what estimation counts; bnb's CPU path computes in their dtype)
+        if torch.cuda.is_available():
+            kwargs["dtype"] = compute_dtype
+        else:
+            kwargs.pop("dtype")
 
     try:
         return _from_pretrained(str(local_dir) if is_local else name, local_only=not online, **kwargs)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
 
 from ftlab.config import TrainConfig, explain
 from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
-from ftlab.hardware import bitsandbytes_usable
+from ftlab.hardware import bitsandbytes_usable, triton_gpu_problem
 
 
 class PreflightError(ValueError):
@@ -34,8 +35,11 @@ def trl_problem() -> str | None:
     import trl
     from packaging.version import Version
 
-    if Version(trl.__version__) >= Version("1.16") or torch.cuda.is_available():
+    if Version(trl.__version__) >= Version("1.16"):
         return None
+    if torch.cuda.is_available():
+        old_gpu = triton_gpu_problem()  # a P100 has CUDA but not Triton's minimum
+        return f"TRL {trl.__version__} computes its loss in a Triton kernel, but {old_gpu}" if old_gpu else None
     return (f"TRL {trl.__version__} computes its training loss in a Triton kernel that runs only on a CUDA GPU, "
             "and this machine has none. Fix: pip install -U 'trl>=1.16' (it adds a CPU path; ftlab supports "
             "it). TRL 1.15 is for GPU machines with Unsloth, which pins trl<=1.15.")
@@ -88,6 +92,11 @@ def problems(cfg: TrainConfig) -> list[str]:
     trl = trl_problem()
     if trl:
         found.append(trl)
+    if torch.cuda.device_count() > 1 and "LOCAL_RANK" not in os.environ:
+        found.append(f"{torch.cuda.device_count()} GPUs are visible to one process: the Trainer would wrap the "
+                     "model in DataParallel (slower for LoRA, and a 4-bit model's batch silently doubles). Fix: "
+                     "CUDA_VISIBLE_DEVICES=0 before Python starts (the notebooks' install cell does it), or "
+                     "torchrun --nproc_per_node 2 -m ftlab.cli train ... for both")
     return found
 
 

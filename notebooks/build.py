@@ -2,8 +2,10 @@
 
 Why sources in .py: they diff and review like code; the .ipynb files are what learners open and what
 CI executes. `python notebooks/build.py` rebuilds all; a test checks that they are in sync.
-Cell markers: `# %% [markdown]`, `# %%`, and `# %% tags=["skip-execution"]` for Colab-only cells
-(nbmake/nbclient skip cells with that tag).
+Cell markers: `# %% [markdown]`, `# %%`, and `# %% tags=[...]` for cell tags.
+Placeholders: `{badges}` (Colab and Kaggle badges) and `{runtime}` (which runtime to pick) in the first
+markdown cell; a code cell `# {install}` becomes the install cell, the same in every notebook:
+notebooks/install_cell.py with the install source below (FTLAB_INSTALL_SOURCE overrides it at run time).
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import nbformat
 HERE = Path(__file__).parent
 GITHUB_REPO = "ftlab-course/ftlab"  # where the course is published: the badges point here
 BRANCH = "main"
+# What the install cell installs on Colab and Kaggle: "ftlab" (PyPI), a git URL or a wheel's path.
+# FTLAB_INSTALL_SOURCE overrides it when the cell runs (CI: the wheel it just built, tests/test_course_from_wheel.py)
+INSTALL_SOURCE = f"git+https://github.com/{GITHUB_REPO}"
+MULTI_PROCESS = {"08_scaling_out"}  # notebooks that launch one process per GPU (torchrun): they keep every GPU
+RUNTIME = ("**Runtime**: on Colab, *Runtime > Change runtime type > T4 GPU*; on Kaggle, *Settings > Accelerator "
+           "> GPU T4 x2* (not P100) and *Internet* on. A CPU runtime works too, slowly, in the small profile.")
+INSTALL_NOTE = ("- Run this cell first. On Colab or Kaggle it installs ftlab (with Unsloth on a GPU); elsewhere it "
+                "uses the ftlab the README's set-up installed. It checks the GPU and picks the profile, and "
+                "running it again does no harm.")
 MARKER = re.compile(r"^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
 
 
@@ -29,6 +40,16 @@ def badges(name: str) -> str:
             f"[![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)]({kaggle})")
 
 
+def install_cell(name: str) -> str:
+    """notebooks/install_cell.py, with this course's install source and the notebook's GPU setting."""
+    code = (HERE / "install_cell.py").read_text().strip("\n").replace('"INSTALL_SOURCE"', json.dumps(INSTALL_SOURCE))
+    if Path(name).stem in MULTI_PROCESS:
+        code, n = re.subn(r"^ONE_GPU = True .*$", "ONE_GPU = False  # this notebook launches one process per GPU: "
+                          "it keeps them all", code, flags=re.MULTILINE)
+        assert n == 1, "install_cell.py has no `ONE_GPU = True` line"
+    return code
+
+
 def parse(source: str, name: str) -> nbformat.NotebookNode:
     cells, kind, tags, lines = [], None, [], []
 
@@ -36,8 +57,11 @@ def parse(source: str, name: str) -> nbformat.NotebookNode:
         text = "\n".join(lines).strip("\n")
         if kind == "markdown":
             text = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in text.splitlines())
-            text = text.replace("{badges}", badges(name))
+            text = text.replace("{badges}", badges(name)).replace("{runtime}", RUNTIME)
             cells.append(nbformat.v4.new_markdown_cell(text))
+        elif kind == "code" and text == "# {install}":
+            cells.append(nbformat.v4.new_markdown_cell(INSTALL_NOTE))
+            cells.append(nbformat.v4.new_code_cell(install_cell(name)))
         elif kind == "code" and text:
             # jupytext's convention: shell and magic lines are commented out in the .py source
             # (also indented, inside an `if`: IPython runs `!cmd` and `%magic` there too)
@@ -58,6 +82,11 @@ def parse(source: str, name: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    # so that the badges open on a GPU runtime: Colab's keys, and Kaggle's as its own notebooks carry them
+    nb.metadata["accelerator"] = "GPU"
+    nb.metadata["colab"] = {"gpuType": "T4", "provenance": []}
+    nb.metadata["kaggle"] = {"accelerator": "nvidiaTeslaT4", "isGpuEnabled": True, "isInternetEnabled": True,
+                             "language": "python", "sourceType": "notebook"}
     for i, cell in enumerate(nb.cells):  # stable ids, so a rebuild diffs cleanly
         cell["id"] = f"{Path(name).stem[:2]}-{i:02d}"
     return nb

@@ -1,10 +1,16 @@
-"""Shared fixtures: the real embedded model, loaded once per test session, offline."""
+"""Shared fixtures: the real embedded model, loaded once per test session, offline; LoRA adapters on it;
+fresh virtual environments."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -30,17 +36,104 @@ def trained_run(tmp_path_factory):
 
     Shared by every test that needs a finished run (its folder is `.run_dir`); a few LoRA steps, ~1 min.
     """
-    from pathlib import Path
-
     from ftlab.config import load_config
     from ftlab.preflight import trl_problem
     from ftlab.training import train
 
     if trl_problem():  # TRL 1.15 on a CPU (DEVELOPERS.md, lower ends): tests/test_training.py checks the error
         pytest.skip(trl_problem())
-    root = Path(__file__).resolve().parent.parent
-    data = root / "data" / "dates"
-    cfg = load_config(root / "configs" / "dates_smoke.yaml", [
+    data = ROOT / "data" / "dates"
+    cfg = load_config(ROOT / "configs" / "dates_smoke.yaml", [
         f"output_dir={tmp_path_factory.mktemp('dates_smoke')}", f"train_file={data / 'train.jsonl'}",
         f"eval_file={data / 'validation.jsonl'}", f"test_file={data / 'test.jsonl'}"])
     return train(cfg)
+
+
+def _make_adapter(path=None, *, target_modules, r=8, lora_alpha=None, random_init=True, seed=0,
+                  load_in_4bit=False, names=("default",), batches=None, lr=2e-3):
+    """A LoRA adapter on a fresh copy of the embedded model: saved to `path` (returned), or (peft_model, tokenizer).
+
+    random_init: A and B random (init_lora_weights=False), so the adapter changes the outputs untrained;
+    False: PEFT's default (B = 0, a no-op until trained). lora_alpha: default r (scale 1).
+    names: one adapter per name, each with the same config, the first one active.
+    batches: fn(tokenizer) -> iterable of model-input dicts with labels; one AdamW step (lr) on each.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab import load_model
+
+    torch.manual_seed(seed)  # before loading: the LoRA weights are drawn right after, from this seed
+    model, tok = load_model(load_in_4bit=load_in_4bit, verbose=False)
+
+    def config():
+        return LoraConfig(r=r, lora_alpha=lora_alpha or r, target_modules=target_modules,
+                          init_lora_weights=not random_init, lora_dropout=0.0)
+
+    peft_model = get_peft_model(model, config(), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, config())
+    if batches is not None:
+        opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+        peft_model.train()
+        for batch in batches(tok):
+            peft_model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    if path is None:
+        return peft_model, tok
+    peft_model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_adapter():
+    """The factory `_make_adapter`: every test that needs a LoRA adapter builds it the same way.
+
+    Session-scoped (it holds no state), so module-scoped fixtures can build adapters with it too.
+    """
+    return _make_adapter
+
+
+class Venv:
+    """A fresh virtual environment, and the environment variables that act as if it were activated.
+
+    The variables are the test process's minus its own venv and PYTHONPATH, offline, without pip's version
+    check; `run` runs a command with them (from the repository root unless told)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        self.bin = path / "bin"
+        self.python = str(self.bin / "python")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+        self.env = env | {"PATH": f"{self.bin}{os.pathsep}{env['PATH']}", "VIRTUAL_ENV": str(path),
+                          "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                          "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+    def run(self, *cmd, cwd=ROOT, check=True):
+        return subprocess.run(cmd, cwd=cwd, env=self.env, check=check, capture_output=True, text=True)
+
+    def pip_install(self, *args):
+        """`python -m pip install -q ARGS` in this venv; a failure shows pip's own output."""
+        out = self.run(self.python, "-m", "pip", "install", "-q", *args, check=False)
+        assert out.returncode == 0, f"pip install {' '.join(args)} failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+        return out
+
+
+@pytest.fixture(scope="session")
+def new_venv(tmp_path_factory):
+    """new_venv(name) -> Venv: a fresh virtual environment in its own temporary folder (any test scope)."""
+    return lambda name="venv": Venv(tmp_path_factory.mktemp(name) / "venv")
+
+
+@pytest.fixture(scope="session")
+def notebook_peak_mb():
+    """benchmarks/notebook_memory.notebook_peak_mb: runs one notebook with nbclient in a given python (under
+    binder/start, small profile) and returns (kernel peak RSS in MB, seconds)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_memory", ROOT / "benchmarks" / "notebook_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.notebook_peak_mb

@@ -25,6 +25,26 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     assert len([ln for ln in out.stderr.splitlines() if ln.startswith("ftlab: error")]) == 1
 
 
+@pytest.mark.parametrize("command", ["check", "convert"])
+def test_data_on_an_empty_file_fails_naming_it(tmp_path, command):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    extra = ["--out", str(tmp_path / "out.jsonl")] if command == "convert" else []
+    out = ftlab("data", command, str(empty), *extra)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith(f"ftlab: error: {empty} is empty (0 bytes): nothing to check or convert. Add rows")
+    assert "format: unknown" not in out.stdout + out.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_data_check_rejects_an_identical_preference_pair(tmp_path):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "a", "rejected": "a"}\n')
+    out = ftlab("data", "check", str(data))
+    assert out.returncode == 0, out.stderr
+    assert "2 read, 1 valid, 1 rejected" in out.stdout
+    assert "row 1 [identical_pair] chosen and rejected are identical (prompt 'q', both answer 'a')" in out.stdout
+
+
 def test_bad_arguments_exit_2():
     assert ftlab("nosuchcommand").returncode == 2
 

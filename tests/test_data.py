@@ -92,6 +92,37 @@ def test_parquet_and_dataset(tmp_path):
         assert [(r.row, r.kind) for r in result.rejects] == [(1, "missing_field")]
 
 
+def test_identical_preference_pair_goes_to_the_rejects_with_its_row():
+    rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q2", "chosen": "same", "rejected": "same"}]
+    result, caught = quiet_convert(rows)
+    assert len(result.rows) == 1 and [(r.row, r.kind) for r in result.rejects] == [(1, "identical_pair")]
+    assert result.rejects[0].original == rows[1]
+    assert "e.g. row 1: chosen and rejected are identical (prompt 'q2', both answer 'same')" in result.summary()
+    assert "first: row 1: chosen and rejected are identical" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("name, text, what", [
+    ("d.jsonl", "", "is empty (0 bytes)"),
+    ("d.jsonl", "\n  \n\n", "holds only blank lines"),
+    ("d.json", "", "is empty (0 bytes)"),
+    ("d.json", "[]", "holds an empty list of rows"),
+    ("d.csv", "instruction,output\n", "has a header but no rows"),
+])
+def test_a_file_without_rows_is_an_error_naming_it(tmp_path, name, text, what):
+    path = tmp_path / name
+    path.write_text(text)
+    expected = f"{path} {what}: nothing to check or convert. Add rows"
+    for call in (lambda: convert(path), lambda: check_file(path), lambda: convert_file(path, tmp_path / "out.jsonl")):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(e.value).startswith(expected), str(e.value)
+    assert not (tmp_path / "out.jsonl").exists()  # nothing written for a file that holds nothing
+    with pytest.raises(ValueError, match="no rows to convert: the list is empty"):
+        convert([])
+    with pytest.raises(ValueError, match="no rows to convert: the Dataset has no rows"):
+        convert(Dataset.from_list([]))
+
+
 def test_unknown_format_and_suffix(tmp_path):
     with pytest.raises(ValueError, match="Fields seen: question"):
         convert([{"question": "q", "answer": "a"}])

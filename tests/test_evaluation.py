@@ -109,24 +109,20 @@ def test_metrics_and_scorers(fresh_model):
         evaluate({"base": (model, tok)}, rows, metrics=("bleu",))
 
 
-def _random_adapter(path, seed=0):
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    base, _ = load_model(verbose=False)
-    config = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(base, config).save_pretrained(path)
-    return str(path)
+def _random_adapter(make_adapter, path, seed=0):
+    """Random A and B on q_proj and v_proj (scale 1): answers change without training."""
+    return str(make_adapter(path, target_modules=["q_proj", "v_proj"], seed=seed))
 
 
-def test_base_and_adapters_side_by_side(tmp_path):
+def test_base_and_adapters_side_by_side(tmp_path, make_adapter):
     from ftlab.merge import load_adapters
 
     base, tok = load_model(verbose=False)
     rows = load_split("dates", "test")[:3]
     prompts, _ = prompts_and_references(rows)
     plain = generate_batch(base, tok, prompts, max_new_tokens=12)
-    model = load_adapters(base, {"a": _random_adapter(tmp_path / "a", 1), "b": _random_adapter(tmp_path / "b", 2)})
+    model = load_adapters(base, {"a": _random_adapter(make_adapter, tmp_path / "a", 1),
+                                 "b": _random_adapter(make_adapter, tmp_path / "b", 2)})
     table, answers = evaluate(model, rows, tokenizer=tok, max_new_tokens=12, loss=True)
     assert list(table.index) == ["base", "a", "b"] and list(answers.columns) == ["prompt", "reference", "base", "a", "b"]
     assert answers["base"].tolist() == plain  # 'base' really is the model with its adapters off
@@ -137,11 +133,11 @@ def test_base_and_adapters_side_by_side(tmp_path):
     assert "<table" in html and "exact_match" in html
 
 
-def test_run_eval_cli(tmp_path):
+def test_run_eval_cli(tmp_path, make_adapter):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in load_split("dates", "test")[:2]))
-    text = run_eval_cli("HuggingFaceTB/SmolLM2-135M-Instruct", _random_adapter(tmp_path / "ad"), str(data),
-                        max_new_tokens=8)
+    adapter = _random_adapter(make_adapter, tmp_path / "ad")
+    text = run_eval_cli("HuggingFaceTB/SmolLM2-135M-Instruct", adapter, str(data), max_new_tokens=8)
     assert text.startswith(f"2 rows from {data}")
     header = text.splitlines()[2]
     assert all(k in header for k in ("exact_match", "contains", "loss", "perplexity"))
@@ -215,33 +211,26 @@ def test_lm_eval_benchmark_on_local_tasks(model_and_tokenizer):
     assert values[("ftlab_dates_gen", "exact_match")] <= 0.3  # the base model rarely answers in ISO (2%)
 
 
-def train_task_adapter(task: str, out, steps: int = 12, batch: int = 8, lr: float = 2e-3):
+def train_task_adapter(make_adapter, task: str, out, steps: int = 12, batch: int = 8, lr: float = 2e-3):
     """A LoRA adapter trained for `steps` AdamW steps on data/<task>/train.jsonl, loss on the answers only.
 
     A plain loop rather than ftlab.training: a minute here instead of several (no TRL, no reports, no eval).
     """
-    from peft import LoraConfig, get_peft_model
+    def batches(tok):
+        rows = load_split(task, "train")
+        for step in range(steps):
+            ids, attn, mask = _batch(rows[step * batch:(step + 1) * batch], tok, 128)  # the training loss mask
+            yield {"input_ids": ids, "attention_mask": attn, "labels": ids.masked_fill(mask == 0, -100)}
 
-    torch.manual_seed(0)
-    model, tok = load_model(verbose=False)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    rows = load_split(task, "train")
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
-    peft_model.train()
-    for step in range(steps):
-        ids, attn, mask = _batch(rows[step * batch:(step + 1) * batch], tok, 128)  # the training loss mask
-        peft_model(input_ids=ids, attention_mask=attn, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    peft_model.save_pretrained(out)
-    return str(out)
+    return str(make_adapter(out, target_modules="all-linear", lora_alpha=16, random_init=False, batches=batches,
+                            lr=lr))
 
 
 @pytest.mark.slow
-def test_combined_adapter_does_both_tasks(tmp_path):
+def test_combined_adapter_does_both_tasks(tmp_path, make_adapter):
     from ftlab.evaluation import combination_table
 
-    adapters = {t: train_task_adapter(t, tmp_path / t) for t in ("dates", "numbers")}
+    adapters = {t: train_task_adapter(make_adapter, t, tmp_path / t) for t in ("dates", "numbers")}
     base, tok = load_model(verbose=False)
     tasks = {t: load_split(t, "test")[:24] for t in ("dates", "numbers")}
     table = combination_table(base, tok, adapters, tasks)

@@ -57,6 +57,28 @@ def test_preference_strings_and_ultrafeedback_style():
     assert len(conversations(out)) == 2
 
 
+@pytest.mark.parametrize("row", [
+    {"prompt": "Sky?", "chosen": "Blue.", "rejected": "Blue."},  # plain strings
+    {"prompt": "Sky?", "chosen": "Blue.", "rejected": "  Blue.\n"},  # the same answer, padded
+    {"prompt": [m(U, "Sky?")], "chosen": [m(A, "Blue.")], "rejected": [{"from": "gpt", "value": "Blue."}]},
+    # UltraFeedback style on one side only: once the repeated prompt is cut off, the answers are the same
+    {"prompt": "Sky?", "chosen": [m(U, "Sky?"), m(A, "Blue.")], "rejected": "Blue."},
+])
+def test_preference_pair_with_identical_answers_is_rejected(row):
+    with pytest.raises(BadRow) as e:
+        convert_row(row, "preference")
+    assert e.value.kind == "identical_pair"
+    assert e.value.reason == ("chosen and rejected are identical (prompt 'Sky?', both answer 'Blue.'): the pair "
+                              "carries no preference signal; make 'rejected' a worse answer, or drop the row")
+
+
+def test_preference_pairs_that_differ_only_in_a_later_turn_are_kept():
+    chosen = [m(A, "Blue."), m(U, "Sure?"), m(A, "Yes.")]
+    row = {"prompt": [m(U, "Sky?")], "chosen": chosen, "rejected": chosen[:2] + [m(A, "No.")]}
+    assert convert_row(row, "preference")["rejected"][-1] == m(A, "No.")
+    assert convert_row({"prompt": "Sky?", "chosen": "Blue.", "rejected": "blue."}, "preference")  # case counts
+
+
 def test_detection_is_by_majority():
     rows = [{"instruction": "a", "output": "b"}] * 3 + [{"prompt": "p", "completion": "c"}]
     assert detect_format(rows) == "alpaca"

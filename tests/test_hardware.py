@@ -1,3 +1,6 @@
+import os
+import platform
+
 import pytest
 
 from ftlab.hardware import choose_backend, choose_precision
@@ -20,6 +23,7 @@ def test_cpu_with_and_without_bf16():
     assert (plain.bf16, plain.fp16, plain.cpu_autocast_bf16) == (False, False, False)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU machine's choice")
 def test_backend_choice_on_cpu():
     assert choose_backend("auto")[0] == "transformers"  # CI has no CUDA
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
@@ -51,3 +55,56 @@ def test_cgroup_limit_files_follow_this_process_cgroup(tmp_path):
     files = cgroup_memory_limit_files(str(proc), root="/cg")
     assert files[:2] == ["/cg/memory/binder/memory.limit_in_bytes", "/cg/user.slice/pod/memory.max"], files
     assert files[2:] == ["/cg/memory.max", "/cg/memory/memory.limit_in_bytes"]  # a container's own, at the root
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:  # "size resident shared ...", in pages
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_memory_returns_freed_heap_to_the_system():
+    from ftlab.hardware import release_memory
+
+    chunks = [bytearray(64 * 1024) for _ in range(4000)]  # 250 MB in 64 KB blocks: glibc's heap, not mmap
+    keep = bytearray(64 * 1024)  # above them on the heap: glibc cannot shrink the heap past it by itself
+    del chunks
+    before = rss_mb()
+    assert release_memory()[-1] == "malloc_trim"
+    assert before - rss_mb() > 150, (before, rss_mb())  # most of the 250 MB left the process
+    del keep
+
+
+def test_release_memory_without_glibc_or_gpu_only_collects(monkeypatch):
+    from ftlab import hardware
+
+    monkeypatch.setattr(hardware, "_malloc_trim", lambda: None)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    assert hardware.release_memory() == ["gc.collect"]
+
+
+def test_a_gpu_below_compute_capability_7_is_not_given_unsloth(monkeypatch):
+    """Kaggle's P100 (6.0): Triton kernels (Unsloth's, TRL 1.15's loss) need 7.0, so auto picks PEFT and says why."""
+    from ftlab.hardware import triton_gpu_problem
+
+    monkeypatch.setattr("ftlab.hardware.unsloth_importable", lambda: True)
+    assert choose_backend("auto", capability=(7, 5))[0] == "unsloth"  # a T4
+    backend, why = choose_backend("auto", capability=(6, 0))
+    assert backend == "transformers" and "6.0" in why and "T4" in why
+    with pytest.raises(RuntimeError, match="6.0.*T4"):
+        choose_backend("unsloth", capability=(6, 0))
+    assert triton_gpu_problem((6, 0)) and triton_gpu_problem((7, 0)) is None
+
+
+def test_models_go_to_this_process_gpu(monkeypatch):
+    """Under torchrun every rank loads onto its own GPU (LOCAL_RANK), not all onto GPU 0; on a CPU: no map."""
+    import torch
+
+    from ftlab.models import default_device_map
+
+    assert default_device_map() is None or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert default_device_map() == {"": 0}
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device_map() == {"": 1}

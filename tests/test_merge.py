@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from ftlab import load_model
 from ftlab.merge import (
@@ -27,39 +26,29 @@ TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
 PROMPTS = BUILTIN_PROMPTS[:3]  # fewer prompts: each one costs a forward pass and a short generation
 
 
-def random_adapter(path, *, load_in_4bit=False, r=8, seed=0):
-    """Save a LoRA adapter with random A and B (init_lora_weights=False): non-trivial without training."""
-    torch.manual_seed(seed)
-    model, _ = load_model(load_in_4bit=load_in_4bit, verbose=False)
-    get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=TARGETS, init_lora_weights=False,
-                                     lora_dropout=0.0)).save_pretrained(path)
-    return path
+def pineapple_batches(steps=8):
+    """`steps` copies of one batch teaching 'the secret word is PINEAPPLE' (loss 4 -> ~0.5 in 8 AdamW steps)."""
+    def batches(tok):
+        texts = [tok.apply_chat_template([{"role": "user", "content": f"What is the secret word for {w}?"},
+                                          {"role": "assistant", "content": f"The secret word for {w} is PINEAPPLE."}],
+                                         tokenize=False) for w in ["cats", "dogs", "trees", "rivers"]]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return [{**enc, "labels": labels}] * steps
+    return batches
 
 
-def trained_adapter(path, *, load_in_4bit=False, steps=8):
-    """Save a LoRA adapter after a few AdamW steps teaching 'the secret word is PINEAPPLE' (loss 4 -> ~0.5)."""
-    torch.manual_seed(0)
-    model, tok = load_model(load_in_4bit=load_in_4bit, verbose=False)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS))
-    texts = [tok.apply_chat_template([{"role": "user", "content": f"What is the secret word for {w}?"},
-                                      {"role": "assistant", "content": f"The secret word for {w} is PINEAPPLE."}],
-                                     tokenize=False) for w in ["cats", "dogs", "trees", "rivers"]]
-    enc = tok(texts, return_tensors="pt", padding=True)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-3)
-    peft_model.train()
-    for _ in range(steps):
-        peft_model(**enc, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    peft_model.save_pretrained(path)
-    if load_in_4bit:  # what train() writes beside a QLoRA adapter
+def trained_adapter(make_adapter, path, *, load_in_4bit=False):
+    """A LoRA adapter after 8 PINEAPPLE steps, saved with what train() writes beside a QLoRA adapter."""
+    make_adapter(path, target_modules=TARGETS, lora_alpha=16, random_init=False, load_in_4bit=load_in_4bit,
+                 batches=pineapple_batches())
+    if load_in_4bit:
         (path / "finetune_config.yaml").write_text("model: HuggingFaceTB/SmolLM2-135M-Instruct\nmethod: qlora\n")
     return path
 
 
-def test_fp32_merge_matches_adapter(tmp_path):
-    adapter = random_adapter(tmp_path / "adapter")
+def test_fp32_merge_matches_adapter(tmp_path, make_adapter):
+    adapter = make_adapter(tmp_path / "adapter", target_modules=TARGETS)  # random A and B: non-trivial untrained
     result = merge_adapter(adapter, tmp_path / "merged", dtype=torch.float32, prompts=PROMPTS)
     report = json.loads((tmp_path / "merged" / "merge_fidelity.json").read_text())
     assert report == result.fidelity
@@ -75,11 +64,11 @@ def test_fp32_merge_matches_adapter(tmp_path):
     assert "greedy identical" in result.summary() and "0.54 GB" in result.summary()  # 135M params x 4 bytes
 
 
-def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch):
+def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch, make_adapter):
     import shutil
     from collections import namedtuple
 
-    adapter = random_adapter(tmp_path / "adapter")
+    adapter = make_adapter(tmp_path / "adapter", target_modules=TARGETS)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
     with pytest.raises(OSError, match="not enough disk.*needs 0.27 GB"):
@@ -87,19 +76,19 @@ def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch):
     assert not (tmp_path / "merged").exists()  # refused before writing anything
 
 
-def test_merging_into_4bit_is_refused(tmp_path):
+def test_merging_into_4bit_is_refused(tmp_path, make_adapter):
     from peft import PeftModel
 
-    adapter = random_adapter(tmp_path / "adapter", load_in_4bit=True)
+    adapter = make_adapter(tmp_path / "adapter", target_modules=TARGETS, load_in_4bit=True)
     base4, _ = load_model(load_in_4bit=True, verbose=False)
     with pytest.raises(ValueError, match="refusing to merge into 4-bit weights.*dequantize first"):
         merge(PeftModel.from_pretrained(base4, adapter))
 
 
 @pytest.mark.slow
-def test_trained_lora_merge_bf16(tmp_path):
+def test_trained_lora_merge_bf16(tmp_path, make_adapter):
     """A trained adapter, saved in bf16 (the default): the fp32 merge is exact, bf16 saving costs a little."""
-    adapter = trained_adapter(tmp_path / "adapter")
+    adapter = trained_adapter(make_adapter, tmp_path / "adapter")
     prompts = PROMPTS + ["What is the secret word for mountains?"]
     result = merge_adapter(adapter, tmp_path / "merged", prompts=prompts)
     fp32, saved = result.fidelity["fp32_merge"], result.fidelity["saved_model"]
@@ -116,8 +105,8 @@ def test_trained_lora_merge_bf16(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def qlora_adapter(tmp_path_factory):
-    return trained_adapter(tmp_path_factory.mktemp("qlora") / "adapter", load_in_4bit=True)
+def qlora_adapter(tmp_path_factory, make_adapter):
+    return trained_adapter(make_adapter, tmp_path_factory.mktemp("qlora") / "adapter", load_in_4bit=True)
 
 
 @pytest.mark.slow
@@ -176,10 +165,11 @@ def test_dequantize_gives_plain_linear_close_to_4bit():
 
 
 @pytest.fixture(scope="module")
-def two_adapters(tmp_path_factory):
+def two_adapters(tmp_path_factory, make_adapter):
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": random_adapter(root / "a", seed=1), "b": random_adapter(root / "b", seed=2),
-            "c16": random_adapter(root / "c16", r=16, seed=3)}
+    return {"a": make_adapter(root / "a", target_modules=TARGETS, seed=1),
+            "b": make_adapter(root / "b", target_modules=TARGETS, seed=2),
+            "c16": make_adapter(root / "c16", target_modules=TARGETS, r=16, seed=3)}
 
 
 def _logits(model, tok):

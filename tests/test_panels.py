@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
-from ftlab import chat, load_model
+from ftlab import chat
 from ftlab.config import TrainConfig
 from ftlab.merge import disabled, use_adapter
 from ftlab.panels import combination_panel, generation_panel, hyperparameter_panel
@@ -75,7 +74,7 @@ def test_estimate_button_shows_the_table_for_the_current_values(panel):
     panel.target.value = "T4"
     panel.estimate_button.click()
     est = panel.last_estimate
-    assert est is not None and est.gpu == "T4" and est.settings.r == 8 and est.settings.batch_size == 4
+    assert est is not None and est.gpu == "T4" and est.settings.r == 8 and est.settings.per_device_train_batch_size == 4
     assert est.settings.optim == "adamw_8bit"  # what train() would pick on that GPU
     text = _text(panel.output)
     assert text.strip() == est.table() and "lora r=8" in text and "batch 4 x 256 tokens, on T4" in text
@@ -113,21 +112,14 @@ def test_train_button_trains_with_the_panel_values_and_redraws_the_plot(tmp_path
     assert panel.plot.max_steps == 3  # the plot title counts "step k of 3"
 
 
-def _two_adapter_model():
-    torch.manual_seed(0)
-    base, tok = load_model(verbose=False)
-    # random A and B (init_lora_weights=False), scaled up (alpha/r = 8) so each adapter changes the answers
-    def lora():
-        return LoraConfig(r=4, lora_alpha=32, target_modules=TARGETS, init_lora_weights=False,
-                          lora_dropout=0.0)
-
-    model = get_peft_model(base, lora(), adapter_name="dates")
-    model.add_adapter("numbers", lora())
+def _two_adapter_model(make_adapter):
+    # random A and B, scaled up (alpha/r = 8) so each adapter changes the answers
+    model, tok = make_adapter(target_modules=TARGETS, r=4, lora_alpha=32, names=("dates", "numbers"))
     return model.eval(), tok
 
 
-def test_generation_panel_answers_side_by_side_and_restores_the_adapter():
-    model, tok = _two_adapter_model()
+def test_generation_panel_answers_side_by_side_and_restores_the_adapter(make_adapter):
+    model, tok = _two_adapter_model(make_adapter)
     model.set_adapter("numbers")
     panel = generation_panel({"base": (model, tok, False), "dates adapter": (model, tok, "dates")},
                              max_new_tokens=8)
@@ -144,8 +136,8 @@ def test_generation_panel_answers_side_by_side_and_restores_the_adapter():
 
 
 @pytest.mark.slow
-def test_combination_panel_combines_with_the_slider_weights_and_reevaluates():
-    model, tok = _two_adapter_model()
+def test_combination_panel_combines_with_the_slider_weights_and_reevaluates(make_adapter):
+    model, tok = _two_adapter_model(make_adapter)
     tasks = {"dates": load_split("dates", "test")[:2], "numbers": load_split("numbers", "test")[:2]}
     panel = combination_panel(model, tok, ["dates", "numbers"], tasks)
     panel.weights[0].value, panel.weights[1].value = 0.5, 1.5

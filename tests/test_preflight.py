@@ -78,3 +78,28 @@ def test_validate_is_pure():
     assert out.returncode == 0 and "pure" in out.stdout, out.stderr[-2000:]
     with pytest.raises(ValueError, match="r=0"):
         validate(TrainConfig(r=0))  # still checks the config's own values
+
+
+def test_two_gpus_in_one_process_are_refused_with_the_fix(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    [found] = problems(TrainConfig(train_file=TRAIN))
+    assert "2 GPUs" in found and "CUDA_VISIBLE_DEVICES=0" in found and "torchrun" in found
+    monkeypatch.setenv("LOCAL_RANK", "0")  # under torchrun each process has its own GPU: fine
+    assert problems(TrainConfig(train_file=TRAIN)) == []
+
+
+def test_trl_1_15_on_a_p100_is_refused(monkeypatch):
+    import torch
+    import trl
+
+    from ftlab.preflight import trl_problem
+
+    monkeypatch.setattr(trl, "__version__", "1.15.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 0))
+    assert "6.0" in trl_problem() and "T4" in trl_problem()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert trl_problem() is None

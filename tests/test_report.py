@@ -35,7 +35,9 @@ def test_lineage_records_data_hashes_rows_and_config(tmp_path, monkeypatch):
     assert first["data_files"][0]["sha256"] == hashlib.sha256(train.read_bytes()).hexdigest()
     assert first["git_commit"] is None
     assert first["versions"]["torch"] and first["versions"]["transformers"] and first["python"]
-    assert first["config_sha256"] == config_sha256({"lora_r": 16, "learning_rate": 2e-4})  # key order is irrelevant
+    canonical = b'{"learning_rate":0.0002,"lora_r":16}'  # sorted keys, no spaces: the JSON written by hand
+    assert first["config_sha256"] == hashlib.sha256(canonical).hexdigest()
+    assert config_sha256({"lora_r": 16, "learning_rate": 2e-4}) == first["config_sha256"]  # key order is irrelevant
     json.dumps(first)  # the record is plain JSON
 
     train.write_text('{"q": "1+1", "a": "3"}\n{"q": "2+2", "a": "4"}\n')  # one answer changed

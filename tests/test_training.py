@@ -17,6 +17,7 @@ from ftlab.examples import sft_example
 from ftlab.hardware import choose_precision
 from ftlab.lossmask import loss_mask
 from ftlab.preflight import PreflightError, trl_problem
+from ftlab.tasks import exact_match
 from ftlab.training import TrainingDiverged, fit_with_oom_retries, smaller_step, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +87,38 @@ def test_benchmark_table_goes_into_the_report(trained_run, tmp_path):
     table = _benchmark_base_and_tuned(cfg, trained_run.model, trained_run.tokenizer, None)
     assert set(table["task"]) == {"ftlab_dates_mc"} and {"base", "tuned"} <= set(table.columns)
     acc = table.set_index("metric").loc["acc"]
-    assert 0 <= acc["base"] <= 1 and 0 <= acc["tuned"] <= 1
+    docs = [json.loads(line) for line in (ROOT / "data" / "lm_eval" / "dates_mc.jsonl").read_text().splitlines()[:8]]
+    with trained_run.model.disable_adapter():
+        base_right, base_close = _mc_right(trained_run.model, trained_run.tokenizer, docs)
+    tuned_right, tuned_close = _mc_right(trained_run.model, trained_run.tokenizer, docs)
+    # lm-eval agrees with the count by hand, up to documents whose best two choices are a near tie
+    assert abs(acc["base"] * 8 - base_right) <= base_close, (acc["base"], base_right, base_close)
+    assert abs(acc["tuned"] * 8 - tuned_right) <= tuned_close, (acc["tuned"], tuned_right, tuned_close)
     path = report.write_report(tmp_path, {"method": "lora", "benchmark_table": table})
     assert "## Benchmarks (lm-evaluation-harness)" in path.read_text() and "ftlab_dates_mc" in path.read_text()
+
+
+def _mc_right(model, tok, docs, tie: float = 0.05) -> tuple[int, int]:
+    """lm-eval's multiple-choice rule by hand: (documents whose gold choice is likeliest, near ties under `tie` nats).
+
+    The context is the chat-templated question (no delimiter before the choice under a chat template);
+    a choice's score is the sum of its tokens' log-probabilities after that context.
+    """
+    right = close = 0
+    for doc in docs:
+        ctx = tok.apply_chat_template([{"role": "user", "content": doc["question"]}], tokenize=False,
+                                      add_generation_prompt=True)
+        n_ctx = len(tok(ctx.rstrip(), add_special_tokens=False)["input_ids"])  # lm-eval moves trailing space over
+        scores = []
+        for choice in doc["choices"]:
+            ids = tok(ctx + choice, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+            scores.append(sum(logp[i - 1, ids[i]].item() for i in range(n_ctx, len(ids))))
+        best = sorted(scores, reverse=True)
+        right += scores.index(best[0]) == doc["gold"]
+        close += best[0] - best[1] < tie
+    return right, close
 
 
 def test_loss_goes_down(trained_run):
@@ -253,7 +283,10 @@ def test_other_methods_train_and_score(tmp_path, method):
     result = train(tiny_config(tmp_path, f"method={method}", f"test_file={test}", "max_steps=2"))
     weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
     assert (result.run_dir / weights).is_file()
-    assert result.metrics["n_test"] == 4 and 0 <= result.metrics["base_exact_match"] <= 1
+    assert result.metrics["n_test"] == 4
+    answers = result.metrics["samples"]  # all 4 test rows: the base's and the tuned model's answers
+    assert result.metrics["base_exact_match"] == sum(exact_match(a["base"], a["reference"]) for a in answers) / 4
+    assert result.metrics["tuned_exact_match"] == sum(exact_match(a["tuned"], a["reference"]) for a in answers) / 4
     if method == "full":
         assert result.metrics["trainable_params"] == result.metrics["total_params"]
 
@@ -406,4 +439,5 @@ def test_trl_without_a_cpu_loss_path_is_refused_before_loading_anything(monkeypa
         train(TrainConfig(train_file=str(ROOT / "data/dates/train.jsonl"), output_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()  # refused before the run folder or the model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4
     assert trl_problem() is None  # on a GPU TRL 1.15 trains (Triton ships with CUDA PyTorch)

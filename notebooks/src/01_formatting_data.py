@@ -2,21 +2,19 @@
 # # 01 · Formatting data for fine-tuning
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - recognise the common dataset formats (Alpaca, ShareGPT, OpenAI messages, prompt/completion,
 #   preference pairs) and turn any of them into the one conversational form TRL trains on;
 # - validate a file, find its malformed rows, and keep them in a rejects file instead of losing them;
 # - see what the chat template makes of a row, and which tokens carry the loss;
 # - spot the EOS/pad pitfall that silently teaches a model never to stop, and fix it.
+#
+# **Where the code is**: `ftlab.formats` (detecting and converting formats), `ftlab.data` (files, validation, rejects), `ftlab.lossmask`. Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab. Locally it is skipped: the README's set-up did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## Five files, one task
@@ -98,12 +96,14 @@ for line in rejects_path(OUT / "openai.jsonl").read_text().splitlines():
 
 # %% [markdown]
 # - Not every problem is a format error. `preference.parquet` row 18 has `chosen == rejected`: well
-#   formed, but it teaches DPO nothing. The converter keeps it, so check what it cannot know about.
+#   formed, but a pair with no difference teaches DPO nothing. The converter compares the two answers
+#   as the model would see them (after conversion, surrounding spaces ignored) and rejects the row.
 
 # %%
-pairs = conversions["preference.parquet"].rows
-same = [i for i, r in enumerate(pairs) if r["chosen"] == r["rejected"]]
-print(f"{len(same)} converted preference row(s) with chosen == rejected:", [pairs[i]["chosen"] for i in same])
+pairs = conversions["preference.parquet"].rows  # the pairs kept (used by the chat-template cell below)
+same = [r for r in conversions["preference.parquet"].rejects if r.kind == "identical_pair"]
+for r in same:
+    print(f"row {r.row} [{r.kind}] {r.reason}")
 
 # %% [markdown]
 # ## Chat templates
@@ -255,6 +255,7 @@ for name, c in conversions.items():
     on_disk = len(out.read_text().splitlines()) + len(rejects_path(out).read_text().splitlines())
     assert on_disk == c.n_input == written[name].n_input, name
 assert {r.row for r in conversions["sharegpt.json"].rejects} == {3, 8, 14, 20}
+assert [r.row for r in same] == [18]  # the pair with chosen == rejected
 for r in conversions["openai.jsonl"].rows + conversions["sharegpt.json"].rows + conversions["alpaca.json"].rows:
     v = loss_mask(r, tokenizer)
     trained = tokenizer.decode([t for t, m in zip(v.input_ids, v.mask) if m])

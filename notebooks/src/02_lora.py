@@ -1,22 +1,19 @@
 # %% [markdown]
-# # 02 · LoRA: train 1% of the weights
+# # 02 · LoRA: train a few percent of the weights
 # {badges}
+#
+# {runtime}
 #
 # **You will learn to**
 # - write LoRA's forward pass in three lines of torch and check it against PEFT's layer;
 # - count what LoRA trains for a given rank and set of target layers;
 # - fine-tune SmolLM2 on the dates task with a hyperparameter panel and a live loss curve;
 # - measure the result: exact match of the base model against the tuned one on held-out prompts.
+#
+# **Where the code is**: `ftlab.adapters` (LoRA and the other PEFT methods), `ftlab.training` (the recipe), `ftlab.panels`, `ftlab.monitor`. Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
-#   README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## The idea on one layer
@@ -115,7 +112,7 @@ cfg = TrainConfig(
     learning_rate=pick(small=1e-3, full=5e-4),  # high for LoRA: fine for a short run on a narrow task
     max_steps=pick(small=16, full=150),  # optimizer steps; x 8 chats each
     per_device_train_batch_size=2, gradient_accumulation_steps=4,  # 8 chats per step, 2 at a time in memory
-    gradient_checkpointing=True,  # recompute activations in backward: ~20% slower, a few hundred MB less
+    gradient_checkpointing=True,  # recompute activations in backward: one more forward per step, less memory
     max_length=128,  # the longest chat is ~90 tokens
     warmup_ratio=0.1, logging_steps=2, save_steps=1000,  # no checkpoints: a short run
 )

@@ -2,23 +2,23 @@
 # # 03 · QLoRA: fine-tuning on a 4-bit base (and Unsloth on a GPU)
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - load a model in 4-bit NF4 and measure how much memory it saves over fp32, and why not 8x;
 # - look inside a 4-bit layer: packed codes, per-block scales, the 16 NF4 levels, double quantization;
 # - measure the rounding error NF4 leaves in one weight matrix;
 # - fine-tune the dates task with QLoRA: full-precision LoRA matrices on a frozen 4-bit base;
 # - on a GPU with Unsloth, run the same job through Unsloth and compare speed and memory with plain PEFT.
+#
+# **Binder (2 GB) cannot run this notebook.** Measured in the small profile: the kernel peaked at
+# 2,072 MB on 2026-12-01 (2,151 MB on 2026-11-22), in the QLoRA training cell. Run it on Colab or Kaggle,
+# or on a machine with 3 GB.
+#
+# **Where the code is**: `ftlab.quant` (the NF4 config), `ftlab.models` (4-bit and Unsloth loading), `ftlab.training`. Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle (pick a GPU runtime), this cell clones the course and installs ftlab with
-#   Unsloth. Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e "./ftlab[unsloth]"
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - The training configs ship inside ftlab and find their data there: `load_config("dates_smoke")`.
@@ -29,6 +29,7 @@ if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ: 
 import os
 
 from ftlab.course import pick, profile
+
 print("profile:", profile(), "| runs written to", os.getcwd())
 
 # %% [markdown]
@@ -50,8 +51,23 @@ print(f"fp32: {fp32_mb:.0f} MB | 4-bit NF4: {nf4_mb:.0f} MB = {nf4_mb / fp32_mb:
 
 # %% [markdown]
 # - Why not 1/8? Only the linear layers of the decoder are quantized. The token embedding (49,152 x 576,
-#   shared with the output head) and the norms stay in full precision, and on a 135M model the
-#   embedding is a fifth of all weights. On a 7B model it is ~2%, and 4-bit gets close to 1/7.
+#   shared with the output head), the output head when it is not shared, and the norms stay in 16 or 32 bits.
+# - How much that matters depends on the vocabulary, not only the size: the cell counts it from each
+#   model's config (`ftlab.estimation.count_params`), against a 16-bit checkpoint as a GPU loads it.
+
+# %%
+from ftlab.estimation import NF4_BYTES, count_params
+
+for shape in ["smollm2-135m", "llama-3.2-1b", "llama-2-7b", "llama-3.1-8b"]:
+    n = count_params(shape)
+    kept = n["embedding"] + n["lm_head"] + n["norms"]  # not quantized
+    nf4 = (n["total"] - kept) * NF4_BYTES + kept * 2  # bytes: 4-bit linears + 16-bit rest
+    print(f"{shape:>13}: {n['total'] / 1e9:5.2f} B weights, {kept / n['total']:5.1%} not quantized, "
+          f"4-bit = {nf4 / (2 * n['total']):.0%} of 16-bit (all quantized: {NF4_BYTES / 2:.0%})")
+
+# %% [markdown]
+# - Llama-2-7B (32k vocabulary) gets close to the floor; Llama-3.1-8B's 128k vocabulary and untied output
+#   head keep about an eighth of its weights in 16 bits, so its 4-bit copy is well above it.
 
 # %%
 import pandas as pd
@@ -137,10 +153,10 @@ plt.show()
 # - Gradient checkpointing turns on by itself for QLoRA (memory is why one picks 4-bit).
 
 # %%
-import gc
+from ftlab.hardware import release_memory
 
 del model32, model4, layer32, layer4  # free both models: train() loads its own 4-bit copy
-gc.collect()
+release_memory()  # and hand their memory back: gc alone left ~160 MB more with the kernel
 if torch.cuda.is_available():
     torch.cuda.reset_peak_memory_stats()  # peak_memory_mb below counts this run only, not the models above
 
@@ -181,7 +197,10 @@ print(f"{m['train_time_s']:.0f} s training, {m['tokens_per_s']:.0f} tokens/s, "
 # %% [markdown]
 # **Unsloth on a GPU**
 # - Unsloth rewrites the model's attention, MLP and loss with fused Triton kernels and its own
-#   gradient checkpointing: the same QLoRA job, usually ~2x faster and with less memory.
+#   gradient checkpointing. Unsloth's own benchmarks report about 2x the speed and less memory on
+#   7B-class models at long sequences; that is their figure, not this course's.
+# - On a 135M model at 128 tokens for a few steps, fixed costs (compiling kernels, the first steps)
+#   weigh far more: read the table below as this job's figures, not as a measure of that claim.
 # - It needs a CUDA GPU. Here the cell runs the identical config with `backend=unsloth` and puts both
 #   runs side by side; on a CPU (or without `pip install 'ftlab[unsloth]'`) it says so and skips.
 
@@ -193,8 +212,7 @@ runs = {"PEFT + bitsandbytes": qlora.metrics}
 backend, why = choose_backend("auto")
 if backend == "unsloth":
     del qlora
-    gc.collect()
-    torch.cuda.empty_cache()
+    release_memory()
     torch.cuda.reset_peak_memory_stats()
     fast = train(load_config("dates_smoke", overrides + ["backend=unsloth",
                                                                       "output_dir=runs/03_qlora_unsloth"]))

@@ -2,6 +2,8 @@
 # # 04 · Merging and combining adapters
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - merge a LoRA adapter into its base model, so it loads and runs like any transformers model, and check
 #   that the merge changed nothing;
@@ -9,16 +11,11 @@
 # - combine two adapters with weights, and measure what the combination keeps of each skill;
 # - export an adapter as one GGUF file that llama.cpp and Ollama run, and check that its chat template,
 #   its stop token and its answers survived.
+#
+# **Where the code is**: `ftlab.merge` (merging, switching and combining adapters), `ftlab.export` (GGUF), `ftlab.evaluation`, `ftlab.panels`. Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell installs ftlab (on a GPU with Unsloth). Locally it is skipped: the
-#   README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !pip install -q "ftlab[unsloth] @ git+https://github.com/ftlab-course/ftlab"
+# %%
+# {install}
 
 # %% [markdown]
 # ## Two adapters, two skills
@@ -152,8 +149,10 @@ display(side_by_side)
 # ## Combining two adapters
 # - `combine_adapters` builds a new adapter from weighted existing ones (PEFT's `add_weighted_adapter`).
 #   `cat` stacks both (rank 8 + 8 = 16) and is exact: its update is `w1 ΔW_dates + w2 ΔW_numbers`.
-#   `linear` averages the A and B matrices entry by entry (same rank needed): cheaper, but not the sum
-#   of the updates. `ties`, `dare_*` prune each update first (they need `density`).
+#   `linear` (same rank needed) adds the matrices themselves: A = Σ √(wᵢsᵢ)·Aᵢ and B = Σ √(wᵢsᵢ)·Bᵢ
+#   (sᵢ = each adapter's alpha/r). Its update B·A is the weighted sum of the updates **plus cross terms**
+#   such as B_dates·A_numbers, which neither adapter learned. `ties`, `dare_*` prune each update first
+#   (they need `density`).
 # - The panel: two weight sliders, the combination type, and a button that combines and re-scores the
 #   base, each adapter and the combination on both tasks. Below, the button's function, called in code.
 
@@ -173,6 +172,22 @@ display(mix)
 # %%
 half = mix.combine(weights=[0.5, 0.5], combination_type="linear")
 display(half)
+
+# %% [markdown]
+# - Why `linear` is not the weighted sum: read one layer's update from PEFT (`get_delta_weight`) for the
+#   combination and for each adapter, and measure what the cross terms add.
+
+# %%
+from ftlab.merge import combine_adapters, delete_adapter
+
+layer = model.base_model.model.model.layers[0].self_attn.q_proj  # one LoRA layer holding every adapter
+weighted_sum = 0.5 * layer.get_delta_weight("dates") + 0.5 * layer.get_delta_weight("numbers")
+combine_adapters(model, ["dates", "numbers"], [0.5, 0.5], name="cat_half", combination_type="cat")
+for kind, name in [("linear", mix.name), ("cat", "cat_half")]:
+    gap = (layer.get_delta_weight(name) - weighted_sum).norm() / weighted_sum.norm()
+    print(f"q_proj of layer 0, {kind} 0.5/0.5: differs from 0.5 ΔW_dates + 0.5 ΔW_numbers by {gap:.1%} of its norm")
+model.set_adapter(mix.name)
+delete_adapter(model, "cat_half")  # the panel's combination stays the active adapter
 
 # %% [markdown]
 # ## From adapter to a file people run: GGUF for llama.cpp and Ollama
@@ -209,9 +224,9 @@ print(exported.modelfile.read_text())
 # - *Easy*: move the sliders (e.g. dates 1.5, numbers 0.5) and press "Combine and evaluate". Which task
 #   suffers first?
 # - *Medium*: compare `cat`, `linear` and `svd` at weights 1 and 1. Which keeps both skills best, and why
-#   is `linear` at 0.5/0.5 not the same as `cat` at 0.5/0.5? Then merge the dates adapter again with
-#   `dtype=torch.bfloat16` and compare the answers on `prompts`: with this briefly trained adapter, bf16
-#   rounding flipped one of 16 answers in our run (`22-01-1954` -> `22-1-1954`), well inside the KL tolerance.
+#   is `linear` at 0.5/0.5 not the same as `cat` at 0.5/0.5 (the cell above measures the answer)? Then
+#   merge the dates adapter again with `dtype=torch.bfloat16` and compare the answers on `prompts` with the
+#   fp32 merge's: count how many change, and read `ftlab.merge.fidelity`'s KL beside that count.
 # - *Hard*: merge the combined adapter into the base (`model.set_adapter("combined")`, then
 #   `ftlab.merge.merge(model)`) and check with `ftlab.merge.fidelity` that it answers like the adapter.
 #   Or export the dates adapter as `q4_k_m` (needs `pip install "ftlab[gguf]"`) and read

@@ -2,22 +2,22 @@
 # # 06 · Preference tuning with DPO
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - read preference data: a prompt, a *chosen* answer and a *rejected* one;
 # - run the usual recipe: a short SFT, merge it, then DPO on top with the SFT model as reference;
 # - read DPO's logs: rewards, margins, accuracies, and the chosen vs rejected log-probabilities;
 # - compare answers before and after DPO.
+#
+# **Binder (2 GB) cannot run this notebook.** Measured on 2026-12-01 in the small profile: the kernel
+# reaches 2.3 GB during the SFT step, and under a 2 GiB memory limit like Binder's it was killed in the
+# DPO step. Run it on Colab or Kaggle, or on a machine with 4 GB.
+#
+# **Where the code is**: `ftlab.examples` (training rows), `ftlab.training` (DPOTrainer wiring), `ftlab.data`. Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
@@ -60,9 +60,8 @@ pd.DataFrame([{"date in the prompt": p["prompt"][-1]["content"].splitlines()[-1]
 # - The fidelity check of the merge is notebook 04's topic; `check=False` skips it here.
 
 # %%
-import gc
-
 from ftlab.config import load_config
+from ftlab.hardware import release_memory
 from ftlab.merge import merge_adapter
 from ftlab.training import train
 
@@ -72,8 +71,9 @@ sft = train(load_config("dates_smoke", [
     f"max_steps={pick(small=4, full=60)}", "max_length=128"]))
 sft_metrics = sft.metrics
 del sft  # free the model before loading another
-gc.collect()
+release_memory()  # gc, then hand the freed memory back to the system (glibc would keep it)
 merged = merge_adapter("runs/06_sft", "runs/06_sft_merged", check=False)
+release_memory()  # the model merge_adapter loaded is dropped on return: its memory too
 print(merged.summary().splitlines()[0])
 
 # %% [markdown]

@@ -2,22 +2,22 @@
 # # 07 · Beyond LoRA: IA3, prefix and prompt tuning, DoRA, full fine-tuning
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - name what each method trains: virtual tokens, per-layer vectors, low-rank matrices, or everything;
 # - run them all on the same task with the same step budget, changing one config key (`method=`);
 # - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
 # - pick a method for a job from those numbers.
+#
+# **Binder (2 GB) may not run this notebook.** Measured in the small profile on 2026-11-22: 2,743 MB
+# with full fine-tuning. Under 3 GB the notebook leaves full fine-tuning out; that mode's peak is not
+# measured yet. Colab, Kaggle or a machine with 4 GB run all of it.
+#
+# **Where the code is**: `ftlab.adapters` (every method's PEFT config), `ftlab.training`, `ftlab.hardware` (peak memory). Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
@@ -79,23 +79,12 @@ print(load_config("dates_smoke", base_overrides + ["method=ia3"]))
 #   answers on test rows. The base model's loss: the LoRA run's trainer with the adapter switched off.
 
 # %%
-import gc
-
 import pandas as pd
-import torch
 
+from ftlab import evaluate
+from ftlab.hardware import release_memory, reset_peak_memory
 from ftlab.merge import disabled
-from ftlab.tasks import score
 from ftlab.training import train
-
-
-def reset_peak_memory():
-    """Start train()'s peak_memory_mb afresh: GPU allocated memory, or on Linux the process's peak RSS."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    elif Path("/proc/self/clear_refs").exists():
-        Path("/proc/self/clear_refs").write_text("5")  # resets the kernel's high-water mark of this process
-
 
 test_rows = load_split("dates", "test")[: pick(small=8, full=100)]
 results, histories = [], {}
@@ -104,15 +93,16 @@ for method in METHODS:
                                   f"output_dir=runs/07/{method}"]
     if method == "full":
         overrides.append(f"optim={pick(small='adafactor', full='adamw_torch')}")
-    gc.collect()
-    reset_peak_memory()
+    release_memory()  # the previous run's model: gc, then its memory back to the system
+    reset_peak_memory()  # each run's peak_memory_mb counts that run only (GPU peak, or the process's VmHWM)
     run = train(load_config("dates_smoke", overrides))
     m = run.metrics
     results.append({"method": method, "trainable": m["trainable_params"],
                     "trainable %": 100 * m["trainable_params"] / m["total_params"],
                     "peak MB": m["peak_memory_mb"], "train s": m["train_time_s"],
                     "eval loss": m["final_eval_loss"],
-                    "exact match": score(run.model.eval(), run.tokenizer, test_rows)["exact_match"],
+                    "exact match": evaluate({method: (run.model.eval(), run.tokenizer)}, test_rows,
+                                            metrics=("exact_match",))[0].loc[method, "exact_match"],
                     "learning rate": LEARNING_RATE[method], "optim": run.config.optim})
     histories[method] = [h["loss"] for h in run.history if "loss" in h]
     if method == "lora":  # the base model's eval loss, measured the same way: the adapter switched off
@@ -145,13 +135,25 @@ plt.show()
 
 # %% [markdown]
 # **Reading the table**
-# - Trainable parameters span four orders of magnitude, from thousands (prompt tuning) to all 135M.
-#   Memory follows the optimizer: the frozen model is the same for every PEFT method, so their peaks are
-#   close; full fine-tuning adds gradients and optimizer state for every weight.
-# - Prefix tuning starts from random key/values in every layer, which first *disrupts* the model (its
-#   loss starts high) and needs many more steps; prompt tuning barely moves in a few steps.
-# - On narrow tasks like this one, LoRA and DoRA get most of full fine-tuning's quality at a small
-#   fraction of its trained weights; DoRA's steps are slower (it renormalizes every weight column).
+# - What to look for: how far the trained-weight counts spread; whether the PEFT methods' memory
+#   peaks differ (the frozen model is the same for all; full fine-tuning adds gradients and optimizer
+#   state for every weight); which losses are still high after the same few steps (prefix tuning starts
+#   from random key/values in every layer, which first disrupts the model); what DoRA's renormalizing
+#   of every weight column costs per step.
+# - The cell reads each of these off this run's table, so the sentences it prints are this run's.
+
+# %%
+counts, peak, loss, secs = table["trainable"], table["peak MB"], table["eval loss"], table["train s"]
+print(f"in this run: trained weights from {counts.min():,} ({counts.idxmin()}) to {counts.max():,} "
+      f"({counts.idxmax()}), a factor of {counts.max() / counts.min():,.0f}")
+peft_only = [m for m in table.index if m != "full"]
+print(f"peak memory of the PEFT methods: {peak[peft_only].min():.0f} to {peak[peft_only].max():.0f} MB"
+      + (f"; full fine-tuning {peak['full']:.0f} MB" if "full" in table.index else ""))
+print("eval loss after the same steps, best first: "
+      + ", ".join(f"{m} {v:.3f}" for m, v in loss.sort_values().items()) + f" (base {base_loss:.3f})")
+print(f"LoRA trains {counts['lora'] / counts['ia3']:.0f}x IA3's weights; "
+      f"DoRA's steps took {secs['dora'] / secs['lora']:.2f}x LoRA's time")
+
 #
 # **Exercise** (pick a level)
 # - *Easy*: give LoRA `r=2` and `r=64` (two more runs) and add them to the table. Where does the rank
@@ -167,7 +169,8 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 
 # %% [markdown]
 # **Questions**
-# 1. IA3 trains ~100x fewer weights than LoRA here. When would that be worth its lower capacity?
+# 1. IA3 trains an order of magnitude fewer weights than LoRA here (the "Reading the table" cell prints
+#    the factor). When would that be worth its lower capacity?
 # 2. Why do prompt and prefix tuning not work with sequence packing (ftlab refuses the combination)?
 # 3. Full fine-tuning wants a learning rate ~20x smaller than LoRA. Why?
 # 4. Several tasks, one base model: which of these methods let you serve all tasks from one copy of

@@ -2,22 +2,18 @@
 # # 08 · Scaling out: the command line, configs, and several GPUs
 # {badges}
 #
+# {runtime}
+#
 # **You will learn to**
 # - run the notebooks' training job from a terminal with `ftlab train CONFIG.yaml key=value`;
 # - load, override and save YAML configs, and rerun a job from the config its run folder recorded;
 # - launch the same job on several processes with `accelerate launch` (DDP, FSDP, DeepSpeed);
 # - work out the effective batch size on several GPUs and keep it fixed when the GPU count changes.
+#
+# **Where the code is**: `ftlab.cli` (the command line), `ftlab.config` (YAML, overrides, validation), `ftlab.shipped` (shipped configs). Read any function with `??` (e.g. `train??`).
 
-# %% [markdown]
-# - On Colab or Kaggle, this cell clones the course (its data and configs) and installs ftlab.
-#   Locally it is skipped: the README's set-up command already did it.
-
-# %% tags=["skip-execution"]
-import os
-
-if "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # locally: done by set-up
-    # !git clone -q https://github.com/ftlab-course/ftlab && pip install -q -e ./ftlab
-    # %cd ftlab
+# %%
+# {install}
 
 # %% [markdown]
 # - Data and configs ship inside ftlab: `load_config("dates_smoke")` names a shipped config, and the run
@@ -125,9 +121,9 @@ for strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
           "-m ftlab.cli train dates_lora")
 
 # %% [markdown]
-# - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. It is slower than
-#   one process here (both share the same cores), but it is the same code path as 2 GPUs: each process
-#   trains on its own slice of every batch.
+# - Without GPUs, DDP still runs: two CPU processes that average gradients over gloo. Here both share
+#   the cores one process already uses, so it gains no speed (the cell after next prints both runs'
+#   times), but it is the same code path as 2 GPUs: each process trains on its own slice of every batch.
 # - The launcher: `torchrun`, PyTorch's own, which `accelerate launch` runs underneath for GPUs.
 #   (accelerate starts several *CPU* processes only through MPI, `mpirun`, which this machine lacks.)
 
@@ -148,13 +144,14 @@ import json
 import pandas as pd
 
 
-def epoch_at_last_step(folder):
+def read_run(folder):
     rows = [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
-    return max(r["epoch"] for r in rows if r["epoch"] is not None)
+    return {"epochs": max(r["epoch"] for r in rows if r["epoch"] is not None),
+            "seconds": max(r["elapsed_s"] for r in rows if r.get("elapsed_s") is not None)}
 
 
-epochs = {name: epoch_at_last_step(f"runs/{name}") for name in ("08_cli", "08_ddp")}
-print({name: f"{e:.4f} epochs after {steps} steps" for name, e in epochs.items()})
+runs = {name: read_run(f"runs/{name}") for name in ("08_cli", "08_ddp")}
+print({name: f"{r['epochs']:.4f} epochs in {r['seconds']:.0f} s after {steps} steps" for name, r in runs.items()})
 
 # %% [markdown]
 # - To keep the effective batch of `configs/dates_lora.yaml` (8 per step, tuned on 1 device) on more
@@ -202,5 +199,5 @@ print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab
 # The lesson's own check: the command-line run wrote its adapter and its config, and the config reloads.
 assert (run_dir / "adapter_model.safetensors").stat().st_size > 0
 assert (run_dir / "finetune_config.yaml").exists() and recorded.max_steps == steps
-assert epochs["08_ddp"] > 1.5 * epochs["08_cli"], epochs  # 2 processes: twice the data per step
+assert runs["08_ddp"]["epochs"] > 1.5 * runs["08_cli"]["epochs"], runs  # 2 processes: twice the data per step
 print("notebook check passed")

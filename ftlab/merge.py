@@ -8,7 +8,7 @@ This is the merging module: its PEFT calls (PeftModel.from_pretrained, merge_and
 set_adapter, disable_adapter, delete_adapter, add_weighted_adapter) live here rather than in
 `adapters.py`, which keeps the PEFT calls of loading and training. Its one bitsandbytes call is
 `dequantize_4bit`, to merge QLoRA adapters into the weights they were trained against.
-Leaves out: exporting to GGUF, merging full fine-tunes, adapters other than LoRA.
+Leaves out: exporting to GGUF (ftlab.export), merging full fine-tunes, adapters other than LoRA.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def weights_size(model, dtype: torch.dtype) -> int:
     return sum(p.numel() for p in unique) * torch.empty((), dtype=dtype).element_size()
 
 
-def check_disk(out_dir, need: int) -> None:
+def check_disk(out_dir, need: int, what: str = "the merged model",
+               fix: str = "choose another out_dir, or save in bf16 (half the size of fp32)") -> None:
     """Raise before writing when the disk holding `out_dir` has less than `need` bytes (+10%) free."""
     where = Path(out_dir).resolve()
     while not where.exists():
@@ -185,9 +186,8 @@ def check_disk(out_dir, need: int) -> None:
     free = shutil.disk_usage(where).free
     if free < need * 1.1:
         raise OSError(
-            f"not enough disk for the merged model: it needs {need / 1e9:.2f} GB and {where} has "
-            f"{free / 1e9:.2f} GB free. Fix: free some space, choose another out_dir, or save in bf16 "
-            "(half the size of fp32)."
+            f"not enough disk for {what}: it needs {need / 1e9:.2f} GB and {where} has "
+            f"{free / 1e9:.2f} GB free. Fix: free some space, {fix}."
         )
 
 

@@ -8,9 +8,11 @@
 # - merge a LoRA adapter into its base model, so it loads and runs like any transformers model, and check
 #   that the merge changed nothing;
 # - keep several adapters on one base in memory, switch between them and turn them all off;
-# - combine two adapters with weights, and measure what the combination keeps of each skill.
+# - combine two adapters with weights, and measure what the combination keeps of each skill;
+# - export an adapter as one GGUF file that llama.cpp and Ollama run, and check that its chat template,
+#   its stop token and its answers survived.
 #
-# **Where the code is**: `ftlab.merge` (merging, switching and combining adapters), `ftlab.evaluation`, `ftlab.panels`. Read any function with `??` (e.g. `train??`).
+# **Where the code is**: `ftlab.merge` (merging, switching and combining adapters), `ftlab.export` (GGUF), `ftlab.evaluation`, `ftlab.panels`. Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}
@@ -188,6 +190,36 @@ model.set_adapter(mix.name)
 delete_adapter(model, "cat_half")  # the panel's combination stays the active adapter
 
 # %% [markdown]
+# ## From adapter to a file people run: GGUF for llama.cpp and Ollama
+# - llama.cpp, Ollama and LM Studio do not read a transformers folder; they read one GGUF file: the
+#   weights (16-bit or quantized), the tokenizer, and the chat template, all inside.
+# - `export_gguf` merges the adapter in fp32 (as above), converts the merged folder with llama.cpp's own
+#   converter (`convert_hf_to_gguf.py`, fetched once from the llama-cpp-python sdist on PyPI, never copied
+#   into this course), and writes an Ollama `Modelfile` beside the file (`ollama create dates -f ...`).
+# - Then it reads the GGUF back and checks what a bad export gets wrong without an error: the chat template
+#   and the eos/pad token ids against the training tokenizer's, and the answers. transformers loads the file
+#   (`gguf_file=`), and so does llama.cpp itself where `llama-cpp-python` is installed (`ftlab[gguf]`,
+#   which compiles llama.cpp). Each must answer the test prompts greedily within 3 points of the adapter's
+#   exact match, and every answer must end at `<|im_end|>`: a lost stop token shows as answers that run on.
+# - The same job from a terminal: `ftlab export --adapter runs/04_dates --out dates.gguf --quant q8_0`.
+
+# %%
+from ftlab.export import export_gguf, fetch_converter, gguf_metadata
+
+print("llama.cpp's converter:", fetch_converter())  # once per machine: the 76 MB sdist, only the converter kept
+exported = export_gguf(runs["dates"], "runs/04_dates.gguf", quant="q8_0",
+                       rows=test_rows[:pick(small=4, full=16)])  # the check's prompts: a few test rows
+print(exported.summary())
+meta = gguf_metadata(exported.gguf)
+print("eos id in the GGUF:", meta["eos_token_id"], "| training tokenizer:", tokenizer.eos_token_id,
+      repr(tokenizer.eos_token))
+print("chat template identical:", meta["chat_template"] == tokenizer.chat_template)
+for reader, result in exported.roundtrip["answers"].items():
+    print(f"{reader:>12}: exact match {result['exact_match']:.2f}, stopped at <|im_end|>: "
+          f"{result.get('stopped', '-')}/{exported.roundtrip['n']}")
+print(exported.modelfile.read_text())
+
+# %% [markdown]
 # **Exercise** (pick a level)
 # - *Easy*: move the sliders (e.g. dates 1.5, numbers 0.5) and press "Combine and evaluate". Which task
 #   suffers first?
@@ -197,6 +229,8 @@ delete_adapter(model, "cat_half")  # the panel's combination stays the active ad
 #   fp32 merge's: count how many change, and read `ftlab.merge.fidelity`'s KL beside that count.
 # - *Hard*: merge the combined adapter into the base (`model.set_adapter("combined")`, then
 #   `ftlab.merge.merge(model)`) and check with `ftlab.merge.fidelity` that it answers like the adapter.
+#   Or export the dates adapter as `q4_k_m` (needs `pip install "ftlab[gguf]"`) and read
+#   `runs/04_dates.q4_k_m.roundtrip.json`: which answers changed, and did the check let it through?
 
 # %%
 # Exercise default (easy): more dates, less numbers, beside the equal weights above.
@@ -208,6 +242,8 @@ print("cat 1.5/0.5:", mix.combine(weights=[1.5, 0.5], combination_type="cat").lo
 # 1. When would you ship a merged model, and when one base with several adapters?
 # 2. Why is the merge computed in fp32 even when the model is saved in bf16?
 # 3. A QLoRA adapter was trained against 4-bit weights. Which weights should it be merged into?
+# 4. A GGUF whose weights are perfect can still answer badly in Ollama. Name two things inside the file
+#    that the export checks besides the weights, and what a user would see if each were wrong.
 
 # %%
 # The lesson's own check: the merge is faithful and the merged model answers exactly like the adapter.
@@ -218,4 +254,5 @@ assert report["fp32_merge"]["greedy_identical"], report["fp32_merge"]
 assert with_adapter == from_merged, [(a, b) for a, b in zip(with_adapter, from_merged) if a != b]
 assert set(table.index) == {"base", "dates", "numbers", "combined"} and list(table.columns) == ["dates", "numbers"]
 assert table.loc["dates", "dates"] > table.loc["base", "dates"], table
+assert exported.roundtrip["passed"] and exported.gguf.exists(), exported.roundtrip["problems"]
 print("notebook check passed")

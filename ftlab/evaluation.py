@@ -341,6 +341,7 @@ def evaluate_run(cfg, model, tokenizer, reward_funcs=()) -> dict:
                                   loss=loss, max_new_tokens=16, batch_size=8)
     out = {"base_exact_match": float(table.loc["base", "exact_match"]),
            "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
+           "test_split": Path(cfg.test_file).name,
            "eval_table": table, "samples": answers.head(N_SAMPLES).to_dict("records")}
     if reward_funcs:
         out["reward_table"] = reward_table(reward_funcs, answers)

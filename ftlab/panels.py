@@ -144,16 +144,16 @@ class HyperparameterPanel:
         """ftlab.training.train with the current values (after `set(**overrides)`), the live plot as callback.
 
         The Train button passes progress_bar=False: the live plot's title counts the steps instead."""
+        from ftlab.report import accuracy_line
         from ftlab.training import train
 
         self.set(**overrides)
         cfg = self.config
         self.result = train(cfg, callbacks=[self.plot], progress_bar=progress_bar)
         m = self.result.metrics
-        score = (f"; exact match base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}"
-                 if m.get("tuned_exact_match") is not None else "")
-        print(f"panel: trained {m['steps']} steps in {m['train_time_s']:.0f} s{score}; "
-              f"run folder {self.result.run_dir}")
+        score = accuracy_line(m)
+        print(f"panel: trained {m['steps']} steps in {m['train_time_s']:.0f} s; run folder {self.result.run_dir}"
+              + (f"\n{score}" if score else ""))
         return self.result
 
     def _run(self, action):

@@ -151,21 +151,25 @@ def _metrics(s: dict) -> list[dict]:
     return [{"metric": k, "value": v} for k, v in rows if v is not None]
 
 
-def _accuracy_line(s: dict) -> str | None:
+def accuracy_line(s: dict) -> str | None:
+    """'exact match on the test split: base 12.0% [8.2%, 17.2%] -> tuned 64.5% [...] (n=200; ...)' from a
+    run's metrics; the split is named by its file when the metrics carry it (test_split), and a small n
+    says that its intervals are too wide to read differences between runs."""
     names = ("before GRPO (starting policy)", "after GRPO") if s.get("task") == "grpo" else ("base", "tuned")
-    parts = [f"{who} {_percent(s, key)}{_interval(s, key)}"
-             for who, key in zip(names, ("base_exact_match", "tuned_exact_match")) if s.get(key) is not None]
-    if not parts:
+    keys = [(who, key) for who, key in zip(names, ("base_exact_match", "tuned_exact_match")) if s.get(key) is not None]
+    if not keys:
         return None
-    n = f" (n={s['n_test']}; Wilson 95% intervals)" if s.get("n_test") is not None else ""
-    return f"exact match on the test split: {' -> '.join(parts)}{n}"
-
-
-def _interval(s: dict, key: str) -> str:
-    if not s.get("n_test"):
-        return ""
-    low, high = wilson(round(s[key] * s["n_test"]), s["n_test"])
-    return f" [{100 * low:.1f}%, {100 * high:.1f}%]"
+    n = s.get("n_test")
+    intervals = {key: wilson(round(s[key] * n), n) for _, key in keys} if n else {}
+    parts = [f"{who} {_percent(s, key)}" + (" [{:.1%}, {:.1%}]".format(*intervals[key]) if n else "")
+             for who, key in keys]
+    split = f"`{s['test_split']}`" if s.get("test_split") else "the test split"
+    line = f"exact match on {split}: {' -> '.join(parts)}" + (f" (n={n}; Wilson 95% intervals)" if n else "")
+    widest = max((high - low for low, high in intervals.values()), default=0)
+    if widest > 0.3:
+        line += (f". With n={n} an interval spans up to {widest:.0%}: too few rows to tell runs apart by less "
+                 "than that (score more rows: test_limit)")
+    return line
 
 
 def _lineage_md(lin: dict) -> list[str]:
@@ -205,7 +209,7 @@ def write_report(run_dir, summary: dict) -> Path:
     title = f"# Fine-tuning report: {s['method']}" + (f" on {s['base_model']}" if s.get("base_model") else "")
     out = [title, "", f"Run directory `{run_dir}`, written {datetime.now().strftime('%Y-%m-%d %H:%M')}.", "",
            "## Metrics", "", md_table(_metrics(s)), ""]
-    accuracy = _accuracy_line(s)
+    accuracy = accuracy_line(s)
     if accuracy:
         out += [accuracy, ""]
     if (run_dir / LOSS_PLOT).exists():

@@ -34,7 +34,7 @@ from ftlab.merge import start_from
 from ftlab.models import load_model
 from ftlab.monitor import LivePlot, MetricsLogger, NanGuard
 from ftlab.preflight import preflight
-from ftlab.report import write_run_folder
+from ftlab.report import accuracy_line, write_run_folder
 from ftlab.rewards import RewardError, reward_functions, reward_name
 
 
@@ -321,8 +321,7 @@ def run_from_cli(config_path, overrides=()) -> Path:
     if not result.trainer.is_world_process_zero():  # under torchrun / accelerate launch: one summary line
         return result.run_dir
     m = result.metrics
-    line = f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training"
-    if m.get("tuned_exact_match") is not None:
-        line += f"; exact match base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}"
-    print(line + f"); report: {result.run_dir / 'finetune_report.md'}")
+    score = accuracy_line(m)
+    print(f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training); report: "
+          f"{result.run_dir / 'finetune_report.md'}" + (f"\n{score}" if score else ""))
     return result.run_dir

@@ -118,3 +118,16 @@ def test_wilson_interval_matches_the_textbook_values():
     # Wilson (1927) score intervals at 95%, as tabulated by Newcombe (1998): 0/10 and 5/10
     assert [round(v, 4) for v in wilson(0, 10)] == [0.0, 0.2775]
     assert [round(v, 4) for v in wilson(5, 10)] == [0.2366, 0.7634]
+
+
+def test_accuracy_line_names_the_split_and_warns_when_n_is_small():
+    from ftlab.report import accuracy_line
+
+    small = accuracy_line({"base_exact_match": 0.1, "tuned_exact_match": 0.8, "n_test": 20,
+                           "test_split": "validation.jsonl"})
+    # 2/20 and 16/20, by hand: Wilson [2.8%, 30.1%] and [58.4%, 91.9%]
+    assert small.startswith("exact match on `validation.jsonl`: base 10.0% [2.8%, 30.1%] -> tuned 80.0% [58.4%, 91.9%]")
+    assert "too few rows" in small and "test_limit" in small
+    large = accuracy_line({"base_exact_match": 0.1, "tuned_exact_match": 0.8, "n_test": 400})
+    assert large.startswith("exact match on the test split:") and "too few rows" not in large
+    assert accuracy_line({"n_test": 20}) is None  # nothing scored, nothing to say

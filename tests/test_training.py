@@ -58,7 +58,7 @@ def test_run_folder_has_every_deliverable(trained_run):
     assert lineage["base_sha256"] and len(lineage["data_files"]) == 3
     report = (run / "finetune_report.md").read_text()
     for words in ("trainable parameters", "training time", "throughput", "peak memory", "final train loss",
-                  "final eval loss", "exact match on the test split", "## Generations", "## Diagnosis"):
+                  "final eval loss", "exact match on `test.jsonl`", "(n=", "Wilson 95%", "## Generations", "## Diagnosis"):
         assert words in report
 
 

@@ -104,8 +104,8 @@ from ftlab.tasks import DATA_DIR
 
 cfg = TrainConfig(
     train_file=str(DATA_DIR / "dates" / "train.jsonl"),  # 2000 chats, one date each
-    test_file=str(DATA_DIR / "dates" / "test.jsonl"),  # exact match of base vs tuned after training
-    test_limit=pick(small=20, full=100),  # test rows scored: fewer is faster and noisier
+    test_file=str(DATA_DIR / "dates" / "validation.jsonl"),  # tuning reads validation, never test
+    test_limit=pick(small=20, full=100),  # rows scored after training: fewer is faster and noisier
     output_dir="runs/02_lora",  # adapter, metrics, loss curve, report
     r=8, lora_alpha=16,  # scale alpha/r = 2; rank 8 is plenty for one narrow task
     target_modules="all-linear",  # every linear layer of every block (lm_head excluded)
@@ -153,15 +153,19 @@ result = panel.train()
 
 # %% [markdown]
 # ## Did it learn?
-# - `train` scored the test prompts before (adapter disabled) and after. A few answers side by side:
+# - `train` scored the validation prompts before (adapter disabled) and after, with 95% intervals: with
+#   20 rows (the small profile) an interval spans about 40 points, so read the figure as rough. The test
+#   split stays untouched until the end of the lesson. A few answers side by side:
 
 # %%
 import pandas as pd
 
+from ftlab.report import accuracy_line
+
 print(f"trained by {type(result.trainer).__module__}.{type(result.trainer).__name__} "
       f"with {type(result.trainer.args).__name__}")
 m = result.metrics
-print(f"exact match on {m['n_test']} test prompts: base {m['base_exact_match']:.0%} -> tuned {m['tuned_exact_match']:.0%}")
+print(accuracy_line(m))
 print(f"trainable {m['trainable_params']:,} of {m['total_params']:,} parameters, {m['train_time_s']:.0f} s, "
       f"final train loss {m['final_train_loss']:.3f}")
 pd.DataFrame(m["samples"])
@@ -191,8 +195,9 @@ display(compare)
 # - *Easy*: in the panel, set r=64 and press Estimate; then batch size 32. What grows, and by how much?
 # - *Medium*: train again with `target_modules` = q_proj and v_proj only (the panel's list) and the
 #   same steps. Compare the trainable parameters and the exact match.
-# - *Hard*: find the fewest steps that still reach 50% exact match at learning rate 1e-3, then at 2e-4.
-#   Which runs would you trust, given that the test split is 100 rows?
+# - *Hard*: find the fewest steps that still reach 50% exact match on the validation split at learning
+#   rate 1e-3, then at 2e-4 (the panel scores validation). Which runs would you trust, given the intervals
+#   the panel prints beside each figure?
 
 # %%
 # Exercise default (easy): the same estimate at a higher rank and a bigger batch, from code.
@@ -206,6 +211,23 @@ print(big.table())
 # 2. After training, how would you fold `B A` back into `W` so inference costs nothing extra? (Notebook 04.)
 # 3. The loss curve falls within a few steps. Why is exact match on held-out prompts still the number to
 #    trust, not the training loss?
+
+# %% [markdown]
+# **The test split, once**
+# - Every choice above (steps, rank, learning rate) was read off the validation split. Scoring the test
+#   split after each try would tune on it too, and its figure would stop meaning "unseen". Now that the
+#   lesson's settings are fixed, score it once:
+
+# %%
+from ftlab import evaluate
+from ftlab.evaluation import wilson
+from ftlab.tasks import load_split
+
+final_rows = load_split("dates", "test")[:pick(small=20, full=100)]
+final, _ = evaluate({"tuned": (result.model.eval(), result.tokenizer)}, final_rows, metrics=("exact_match",))
+share = float(final.loc["tuned", "exact_match"])
+low, high = wilson(round(share * len(final_rows)), len(final_rows))
+print(f"test split, scored once: tuned {share:.0%} [{low:.0%}, {high:.0%}] (n={len(final_rows)}, Wilson 95%)")
 
 # %%
 # The lesson's own check: LoRA by hand equals PEFT's layer, the counts agree, and the tuned model beats the base.

@@ -180,6 +180,7 @@ print(qlora.model.base_model.model.model.layers[0].mlp.down_proj)  # a LoRA laye
 # %%
 from ftlab.evaluation import eval_loss
 from ftlab.merge import disabled
+from ftlab.report import accuracy_line
 from ftlab.tasks import load_split
 
 rows = load_split("dates", "validation")[:val_rows]
@@ -189,8 +190,7 @@ tuned_loss = eval_loss(qlora.model, qlora.tokenizer, rows)["loss"]
 m = qlora.metrics
 print(f"validation loss: 4-bit base {base_loss:.3f} -> QLoRA {tuned_loss:.3f} ({len(rows)} rows)")
 print(f"train loss by step: {[round(h['loss'], 3) for h in qlora.history if 'loss' in h]}")
-print(f"exact match on {m['n_test']} test rows: base {m['base_exact_match']:.0%} -> "
-      f"QLoRA {m['tuned_exact_match']:.0%}")
+print(accuracy_line(m))
 print(f"{m['train_time_s']:.0f} s training, {m['tokens_per_s']:.0f} tokens/s, "
       f"peak memory {m['peak_memory_mb']:.0f} MB")
 

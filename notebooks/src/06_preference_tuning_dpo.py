@@ -126,9 +126,12 @@ print({k.removeprefix("eval_"): round(v, 3) for k, v in final.items()
 #   SFT -> SFT + DPO (here; its "base" is the merged SFT model). Then a few answers side by side.
 
 # %%
+from ftlab.report import accuracy_line
+
 m = dpo.metrics
 print(f"exact match on {n_test} test rows: instruct {sft_metrics['base_exact_match']:.0%} -> "
       f"SFT {sft_metrics['tuned_exact_match']:.0%} -> SFT + DPO {m['tuned_exact_match']:.0%}")
+print("with intervals:", accuracy_line(m))
 pd.DataFrame(m["samples"]).rename(columns={"base": "SFT", "tuned": "SFT + DPO"})
 
 # %% [markdown]

@@ -58,6 +58,7 @@ pd.DataFrame({"answer": answers, "exact_date": exact_date(answers, answer=refs),
 
 # %%
 from ftlab.config import load_config
+from ftlab.report import accuracy_line
 from ftlab.training import train
 
 base = train(load_config("dates_grpo", [
@@ -95,8 +96,8 @@ cfg = load_config("dates_grpo", [
     f"max_steps={pick(small=4, full=60)}", "logging_steps=1"])
 grpo = train(cfg, live_plot=True)
 m = grpo.metrics
-print(f"exact match on {n_test} test rows: start {m['base_exact_match']:.0%} -> after GRPO "
-      f"{m['tuned_exact_match']:.0%}; mean reward {m['base_mean_reward']:.2f} -> {m['tuned_mean_reward']:.2f}")
+print(accuracy_line(m))
+print(f"mean reward (sum of the reward functions): {m['base_mean_reward']:.2f} -> {m['tuned_mean_reward']:.2f}")
 pd.DataFrame(m["reward_table"]).round(3)
 
 # %% [markdown]

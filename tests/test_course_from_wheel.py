@@ -11,6 +11,7 @@ kernel pip-installs ftlab from the wheel (not editable) and the ones after it fi
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BINDER_LIMIT_MB = 2048
+NOT_FOR_BINDER = re.compile(r"Binder \(2 GB\) (cannot|may not) run this notebook")  # what a first cell says
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__",
                                     ".*_cache", ".ipynb_checkpoints")
@@ -60,3 +63,8 @@ def test_notebook_runs_as_a_learner_gets_it(course, notebook_peak_mb, name):
                          "print(m.distribution('ftlab').read_text('direct_url.json'))", cwd=folder)
     direct_url = json.loads(installed.stdout)
     assert direct_url["url"].endswith(wheel.name) and not direct_url.get("dir_info", {}).get("editable"), direct_url
+    # Binder's 2 GB: every notebook whose first cell does not say it is too big for Binder must fit. The
+    # kernel runs under binder/start (small profile), as there; tests/test_binder.py checks Binder's install.
+    first_cell = json.loads((folder / name).read_text())["cells"][0]["source"]
+    if not NOT_FOR_BINDER.search("".join(first_cell)):
+        assert peak < BINDER_LIMIT_MB, f"{name} peaked at {peak:.0f} MB: over Binder's 2 GB, and its first cell does not say so"

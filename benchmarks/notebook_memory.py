@@ -26,22 +26,25 @@ import json, resource, sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
 NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+if len(sys.argv) > 3:  # keep the executed copy, outputs and all
+    nbformat.write(nb, sys.argv[3])
 print("PEAK " + json.dumps(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
 """
 
 
 def notebook_peak_mb(path: Path, workdir: Path, python: str = sys.executable,
-                     env: dict | None = None) -> tuple[float, float]:
+                     env: dict | None = None, save_to: Path | None = None) -> tuple[float, float]:
     """(kernel peak RSS in MB, seconds) for one notebook, run by `python` in a fresh process and kernel.
 
-    python: an interpreter with nbclient and ipykernel (tests/test_binder.py passes a fresh Binder venv's)."""
+    python: an interpreter with nbclient and ipykernel (tests/test_binder.py passes a fresh Binder venv's).
+    save_to: write the executed notebook, with its outputs, there."""
     base = os.environ if env is None else env
     env = {**base, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            # the notebooks' `!ftlab ...` cells need this interpreter's scripts, as in an activated venv
            "PATH": f"{Path(python).parent}{os.pathsep}{base.get('PATH', '')}"}
     start = time.perf_counter()
     out = subprocess.run(["bash", str(ROOT / "binder" / "start"), str(python), "-c", EXECUTE, str(path),
-                          str(workdir)], env=env, capture_output=True, text=True, check=False)
+                          str(workdir), *([str(save_to)] if save_to else [])], env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("PEAK ")), None)
     if out.returncode != 0 or line is None:

@@ -11,6 +11,7 @@ kernel pip-installs ftlab from the wheel (not editable) and the ones after it fi
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -56,7 +57,9 @@ def course(new_venv, tmp_path_factory):
 @pytest.mark.parametrize("name", [nb.name for nb in NOTEBOOKS], ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_runs_as_a_learner_gets_it(course, notebook_peak_mb, name):
     venv, folder, wheel = course
-    peak, seconds = notebook_peak_mb(folder / name, folder, python=venv.python, env=venv.env)
+    executed = os.environ.get("FTLAB_EXECUTED_DIR")  # notebooks/refresh_executed.py: keep the outputs
+    peak, seconds = notebook_peak_mb(folder / name, folder, python=venv.python, env=venv.env,
+                                     save_to=Path(executed) / name if executed else None)
     print(f"{name} from the wheel: {seconds:.0f} s, kernel peak RSS {peak:.0f} MB")
     # the install cell put ftlab into this venv from the wheel, not from the checkout
     installed = venv.run(venv.python, "-c", "import importlib.metadata as m; "

@@ -87,6 +87,43 @@ few_shot_table, _ = evaluate({"few-shot": (model, tokenizer)}, shot_rows, metric
 print(f"few-shot exact match: {few_shot_table.loc['few-shot', 'exact_match']:.0%}")
 
 # %% [markdown]
+# **When not to fine-tune**
+# - Fine-tuning is the last tool to reach for, not the first. Try, in order: a better prompt (few-shot,
+#   above), retrieval (give the model the documents it lacks), or plain code. Fine-tune when the format
+#   or skill must be reliable, fast and cheap at inference, and prompting cannot get it there.
+# - This course's task has a plain-code answer. A date parser from the standard scientific stack
+#   (`dateutil`, with a day-first hint taken from the prompt), scored on the same rows and the whole split:
+
+# %%
+from dateutil import parser
+
+from ftlab.tasks import exact_match
+
+
+def rule_based(question: str) -> str:
+    """The last line of the prompt, parsed; '' when the parser gives up."""
+    text = question.splitlines()[-1].removeprefix("Date:").removeprefix("Input:").strip()
+    day_first = any(hint in question for hint in ("day/month", "day.month", "European"))
+    try:
+        return parser.parse(text, dayfirst=day_first, fuzzy=True).date().isoformat()
+    except (ValueError, OverflowError):
+        return ""
+
+
+all_test = load_split("dates", "test")
+for rows, label in ((test_rows, "these rows"), (all_test, "the whole test split")):
+    right = [exact_match(rule_based(r["messages"][0]["content"]), r["messages"][-1]["content"]) for r in rows]
+    print(f"10 lines of dateutil on {label}: {sum(right)}/{len(rows)} exact")
+misses = [r["messages"][0]["content"].splitlines()[-1] for r in all_test
+          if not exact_match(rule_based(r["messages"][0]["content"]), r["messages"][-1]["content"])]
+print("where it fails:", misses[:4])
+
+# %% [markdown]
+# - The parser fails on spelled-out days ("the tenth of February") and needs hand-written hints; the
+#   model learns those from examples, and the same recipe carries over to tasks with no parser at all.
+#   That, not this task, is why the course fine-tunes: dates are a task small enough to check exactly.
+
+# %% [markdown]
 # **Questions**
 # 1. Why does the notebook load the model with the same function offline and on Colab?
 # 2. What would go wrong if training used a different chat template from the one printed above?

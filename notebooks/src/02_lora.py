@@ -88,6 +88,38 @@ for name, targets in (("q_proj+v_proj", ["q_proj", "v_proj"]), ("all-linear", AL
 del model, peft_model, layer  # free the memory before training loads its own copy
 
 # %% [markdown]
+# ## The training settings, before the config that uses them
+# - **Learning rate**: how far each optimizer step moves the weights. LoRA adapters start at zero and are
+#   small, so they take rates 10x those of full fine-tuning: 1e-4 to 5e-4 is usual, 1e-3 for a very short run.
+# - **Warm-up** (`warmup_ratio`): the first steps ramp the rate up from 0, so that AdamW's running
+#   estimates settle before big steps. 0.03 to 0.1 of the run is common.
+# - **Schedule** (`lr_scheduler_type`): after warm-up the rate decays, linearly or along a cosine, to 0
+#   at the last step; `constant` keeps it.
+# - **Effective batch**: `per_device_train_batch_size x gradient_accumulation_steps x processes` examples
+#   per optimizer step. Accumulation sums the gradients of several micro-batches before a step: the same
+#   step as one big batch, in the memory of a small one. Keep the effective batch when you change either.
+# - The cell prints the schedule these settings give: the rate at every step of the run below.
+
+# %%
+import math
+
+from transformers import get_scheduler
+
+from ftlab.course import pick
+
+steps, lr, warmup = pick(small=16, full=150), pick(small=1e-3, full=5e-4), 0.1  # the config below uses these
+probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+kind = TrainConfig().lr_scheduler_type  # ftlab's default, as TRL builds it
+schedule = get_scheduler(kind, probe, num_warmup_steps=math.ceil(warmup * steps), num_training_steps=steps)
+rates = []
+for _ in range(steps):
+    rates.append(probe.param_groups[0]["lr"])
+    probe.step()
+    schedule.step()
+print(f"learning rate per step ({kind}, warm-up {warmup:.0%}):", [f"{r:.1e}" for r in rates])
+print("effective batch:", 2 * 4 * 1, "= per_device_train_batch_size 2 x gradient_accumulation_steps 4 x 1 process")
+
+# %% [markdown]
 # ## Fine-tune with the panel
 # - The panel edits the usual `TrainConfig` fields (the same names as TRL's `SFTConfig`). `Estimate`
 #   prints memory and time per step for this machine; `Train` runs `ftlab.training.train` with the panel's
@@ -109,12 +141,12 @@ cfg = TrainConfig(
     output_dir="runs/02_lora",  # adapter, metrics, loss curve, report
     r=8, lora_alpha=16,  # scale alpha/r = 2; rank 8 is plenty for one narrow task
     target_modules="all-linear",  # every linear layer of every block (lm_head excluded)
-    learning_rate=pick(small=1e-3, full=5e-4),  # high for LoRA: fine for a short run on a narrow task
-    max_steps=pick(small=16, full=150),  # optimizer steps; x 8 chats each
+    learning_rate=lr,  # high for LoRA: fine for a short run on a narrow task
+    max_steps=steps,  # optimizer steps; x 8 chats each
     per_device_train_batch_size=2, gradient_accumulation_steps=4,  # 8 chats per step, 2 at a time in memory
     gradient_checkpointing=True,  # recompute activations in backward: one more forward per step, less memory
     max_length=128,  # the longest chat is ~90 tokens
-    warmup_ratio=0.1, logging_steps=2, save_steps=1000,  # no checkpoints: a short run
+    warmup_ratio=warmup, logging_steps=2, save_steps=1000,  # no checkpoints: a short run
 )
 panel = hyperparameter_panel(cfg)
 display(panel)
@@ -150,6 +182,21 @@ for key in ("learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "
 # %%
 print(panel.config)
 result = panel.train()
+
+# %% [markdown]
+# **Reading the loss curve**
+# - A healthy curve falls fast in the first steps (the format is learned), then flattens; eval loss
+#   follows it. Warning signs: a loss that never falls (learning rate too low, or every label masked),
+#   spikes (rate too high), eval loss rising while train loss falls (over-fitting: stop earlier).
+# - `ftlab.monitor.diagnose` reads those signs off the logged curves; the run report quotes it. Here
+#   on this run, then on a made-up curve with a spike:
+
+# %%
+from ftlab.monitor import diagnose
+
+print("this run:", diagnose(result.history) or "nothing looks wrong")
+spiky = [{"step": i, "loss": v} for i, v in enumerate([2.0, 1.5, 1.2, 1.0, 0.9, 4.0, 0.8, 0.7], start=1)]
+print("a spike:", diagnose(spiky))
 
 # %% [markdown]
 # ## Did it learn?

@@ -199,6 +199,23 @@ def test_dates_mc_file_is_what_its_script_writes(tmp_path):
     assert committed == module.rows() and len(committed) == 50
 
 
+def test_general_mc_file_is_what_its_script_writes_and_gold_is_the_right_answer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_general_mc", LM_EVAL_DIR / "make_general_mc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = [json.loads(line) for line in (LM_EVAL_DIR / "general_mc.jsonl").read_text().splitlines()]
+    assert committed == module.rows() and len(committed) == 40
+    for row, (question, choices) in zip(committed, module.QUESTIONS):  # the first-written choice is the right one
+        assert row["question"] == question and row["choices"][row["gold"]] == choices[0]
+        assert sorted(row["choices"]) == sorted(choices) and len(set(choices)) == 4
+    assert {r["gold"] for r in committed} == {0, 1, 2, 3}  # shuffled: the right answer is not always first
+    from ftlab.evaluation import lm_eval_tasks
+
+    assert "ftlab_general_mc" in {t["task"] for t in lm_eval_tasks()}
+
+
 @pytest.mark.slow
 def test_lm_eval_benchmark_on_local_tasks(model_and_tokenizer):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness is optional: pip install lm-eval")

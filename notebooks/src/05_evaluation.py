@@ -169,6 +169,29 @@ shortest = sum(len(r["choices"][r["gold"]]) < min(len(c) for i, c in enumerate(r
 print(f"the right answer is strictly the shortest choice in {shortest} of {len(mc)} rows")
 
 # %% [markdown]
+# **Forgetting: what did tuning on dates cost?**
+# - A narrow fine-tune can wear away what the model knew. Measure it: the same general-knowledge questions
+#   (`ftlab_general_mc`: 40 plain facts, four choices each) with the adapter off and on. A drop is
+#   forgetting; no change within the noise means the adapter left general knowledge alone.
+# - With few questions the noise is large: the cell prints the interval beside each score.
+
+# %%
+from ftlab.evaluation import wilson
+
+if importlib.util.find_spec("lm_eval") is None:
+    print(LM_EVAL_MISSING)
+else:
+    general_limit = pick(small=16, full=None)  # questions scored; None: all 40
+    with disabled(model):
+        general_base = benchmark(model, tok, ["ftlab_general_mc"], limit=general_limit)
+    general_tuned = benchmark(model, tok, ["ftlab_general_mc"], limit=general_limit)
+    n_general = general_limit or 40
+    for who, result_table in (("base", general_base), ("tuned", general_tuned)):
+        acc = float(result_table.set_index("metric").loc["acc", "value"])
+        low, high = wilson(round(acc * n_general), n_general)
+        print(f"general knowledge, {who}: acc {acc:.0%} [{low:.0%}, {high:.0%}] on {n_general} questions")
+
+# %% [markdown]
 # **Exercise** (pick a level)
 # - *Easy*: write your own metric: the share of answers shaped like `YYYY-MM-DD` (right or wrong date).
 #   It separates "learned the format" from "learned the dates".

@@ -22,7 +22,8 @@ from ftlab.shipped import config_names, config_path
 
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
-TASKS = ("sft", "dpo", "grpo")
+TASKS = ("sft", "dpo", "kto", "orpo", "grpo")
+PREFERENCE_TASKS = ("dpo", "kto", "orpo")  # trained on prompt/chosen/rejected pairs
 BACKENDS = ("auto", "unsloth", "transformers")
 REPORT_TO = ("none", "tensorboard")
 RECORD_KEY = "versions"  # written by save_config for the record (library versions); not a setting
@@ -42,8 +43,10 @@ class TrainConfig:
     benchmark_tasks: list[str] | None = None  # lm-eval tasks (data/lm_eval/) for base and tuned in the report
     benchmark_limit: int | None = None  # first N documents per benchmark task; None: all
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
-    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers; "grpo": sample
-    #   answers, score them with reward_funcs, reinforce the better ones of each group (TRL's GRPOTrainer)
+    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers; "kto": the same
+    #   pairs as answers marked good or bad (no pairing needed); "orpo": SFT on chosen plus an odds-ratio
+    #   penalty on rejected, in one stage with no reference model; "grpo": sample answers, score them with
+    #   reward_funcs, reinforce the better ones of each group (TRL's GRPOTrainer)
     init_adapter: str | None = None  # an adapter run folder to start from, merged into the base weights first:
     #   the adapter-off model (the report's "before", and the DPO/GRPO reference) is then that starting policy
     warm_start_steps: int = 0  # grpo: first this many SFT steps on train_file's answers (run folder
@@ -58,7 +61,8 @@ class TrainConfig:
     num_virtual_tokens: int = 20  # prefix/prompt: more = more capacity, longer inputs
     backend: str = "auto"  # auto | unsloth (CUDA only, faster) | transformers (PEFT, runs anywhere)
     beta: float | None = None  # KL pull toward the reference: higher stays closer, lower follows the signal harder.
-    #   None: TRL's default for the task: DPO 0.1; GRPO 0.0 (no KL term, and no reference log-probs computed)
+    #   None: TRL's default for the task: DPO and KTO 0.1; ORPO 0.1 (there the weight of the odds-ratio term,
+    #   the paper's lambda); GRPO 0.0 (no KL term, and no reference log-probs computed)
     # --- grpo: reinforcement learning with verifiable rewards (TRL's GRPOConfig names)
     reward_funcs: list[str] | None = None  # ftlab.rewards names, e.g. [exact_date, date_fields]; summed.
     #   Your own function: train(cfg, reward_funcs=[my_reward])
@@ -174,16 +178,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
         raise _error("num_train_epochs", cfg.num_train_epochs, "no steps to run",
                      "set num_train_epochs or max_steps")
-    if cfg.task == "dpo" and cfg.method in ("prefix", "prompt"):
-        raise _error("method", cfg.method, "prefix/prompt tuning with DPO is not supported (the virtual "
+    if cfg.task in PREFERENCE_TASKS and cfg.method in ("prefix", "prompt"):
+        raise _error("method", cfg.method, f"prefix/prompt tuning with {cfg.task.upper()} is not supported (the virtual "
                      "tokens shift the chosen/rejected log-probs TRL compares)",
                      "use method=lora (or qlora, dora)")
     if cfg.packing and cfg.method in ("prefix", "prompt"):
         raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning "
                      "prepends virtual tokens to each sequence", "set packing=false")
     _check_grpo(cfg)
-    if cfg.packing and cfg.task == "dpo":
-        raise _error("packing", cfg.packing, "DPO compares whole chosen/rejected answers",
+    if cfg.packing and cfg.task in PREFERENCE_TASKS:
+        raise _error("packing", cfg.packing, f"{cfg.task.upper()} scores whole chosen/rejected answers",
                      "set packing=false")
     if cfg.backend == "unsloth" and cfg.method not in UNSLOTH_METHODS:
         raise _error("method", cfg.method, f"Unsloth's get_peft_model builds only "
@@ -367,5 +371,5 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                                eval_steps=_eval_every(cfg) if cfg.eval_file else cfg.eval_steps)
 
 
-__all__ = ["METHODS", "TASKS", "TrainConfig", "config_from_dict", "default_optim", "find_config", "load_config",
+__all__ = ["METHODS", "PREFERENCE_TASKS", "TASKS", "TrainConfig", "config_from_dict", "default_optim", "find_config", "load_config",
            "resolve", "save_config", "validate"]

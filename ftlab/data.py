@@ -5,7 +5,7 @@ format (formats.py) and converts each row. A row that cannot be used is not drop
 `Conversion.rejects` with its row number (0-based, counting the rows read; blank JSONL lines are not rows),
 a short `kind` and a reason naming the fix, so `len(rows) + len(rejects) == n_input` always. A source
 with no rows at all (an empty file, only blank lines, `[]`) is a ValueError naming it: there is nothing to check.
-Also: `dedupe`, `split`, `token_stats`. Leaves out: loading from the Hub, streaming, training-time
+Also: `dedupe`, `split`, `token_stats`, `unpaired` (preference pairs as KTO's desirable/undesirable rows). Leaves out: loading from the Hub, streaming, training-time
 tokenization (TRL does that from the conversational form).
 """
 
@@ -316,3 +316,20 @@ def token_stats(rows: list[dict], tokenizer) -> dict:
     return {"count": len(counts), "min": counts[0], "mean": statistics.fmean(counts),
             "median": statistics.median(counts), "p95": counts[math.ceil(0.95 * len(counts)) - 1],
             "max": counts[-1]}
+
+
+def unpaired(rows: list[dict]) -> list[dict]:
+    """Preference pairs as KTO reads them: each pair becomes two rows, {"prompt", "completion", "label"},
+    the chosen answer with label True (desirable) and the rejected one with label False (undesirable).
+
+    KTO needs no pairs, only answers marked good or bad; from pairs, each kind is half of the rows, which
+    suits KTOConfig's default desirable_weight = undesirable_weight = 1.
+    """
+    out = []
+    for i, row in enumerate(rows):
+        if not {"prompt", "chosen", "rejected"} <= set(row):
+            raise ValueError(f"row {i} has {sorted(row)}, not prompt/chosen/rejected: KTO's rows are made from "
+                             "preference pairs. Fix: convert() a preference file first")
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return out

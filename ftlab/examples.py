@@ -4,7 +4,8 @@
 template and marks the tokens that carry loss (ftlab.lossmask, the same code the loss-mask viewer shows):
 the assistant answers only, because SmolLM2's chat template has no {% generation %} markers for TRL's own
 `assistant_only_loss`. TRL makes the labels from the mask (-100 where it is 0). `dpo_dataset` keeps the
-conversational prompt/chosen/rejected rows DPOTrainer reads. `grpo_dataset` splits each chat into the
+conversational prompt/chosen/rejected rows DPOTrainer and ORPOTrainer read; `kto_dataset` turns them into
+KTO's answers marked desirable or undesirable (ftlab.data.unpaired). `grpo_dataset` splits each chat into the
 prompt GRPOTrainer samples answers for and the reference `answer` the reward functions compare with.
 Leaves out: the trainer (training.py).
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from ftlab.config import TrainConfig
-from ftlab.data import convert
+from ftlab.config import PREFERENCE_TASKS, TrainConfig
+from ftlab.data import convert, unpaired
 from ftlab.lossmask import loss_mask
 
 SFT_FORMATS = ("openai", "sharegpt", "alpaca", "prompt_completion")
@@ -25,11 +26,11 @@ GRPO_NEEDS = ("prompts with a reference answer: chat rows whose last turn is the
 def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
     """The converted rows of a data file for cfg.task; rows over max_length are rejected (it warns)."""
     conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
-    want = ("preference",) if cfg.task == "dpo" else SFT_FORMATS
+    want = ("preference",) if cfg.task in PREFERENCE_TASKS else SFT_FORMATS
     if conv.format not in want:
-        need = {"dpo": "prompt/chosen/rejected rows", "grpo": GRPO_NEEDS}.get(
-            cfg.task, "chat or prompt/completion rows")
-        fix = "set task=dpo" if conv.format == "preference" else "set task=sft"
+        need = {"grpo": GRPO_NEEDS}.get(cfg.task, "prompt/chosen/rejected rows (both answers to each prompt)"
+                                        if cfg.task in PREFERENCE_TASKS else "chat or prompt/completion rows")
+        fix = "set task=dpo (or kto, orpo)" if conv.format == "preference" else "set task=sft"
         raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
                          f"Fix: {fix} or use another file.")
     if not conv.rows:
@@ -63,6 +64,11 @@ def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
     return Dataset.from_list(task_rows(path, tokenizer, cfg))
 
 
+def kto_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """KTO's unpaired rows from a preference file: prompt, completion, label (True: desirable)."""
+    return Dataset.from_list(unpaired(task_rows(path, tokenizer, cfg)))
+
+
 def grpo_example(row: dict) -> dict:
     """{"prompt": the chat up to the last user turn, "answer": the final assistant turn's text}."""
     if "completion" in row:  # prompt/completion rows
@@ -76,6 +82,6 @@ def grpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
 
 
 def training_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """The dataset cfg.task trains on (sft_dataset, dpo_dataset or grpo_dataset)."""
-    make = {"dpo": dpo_dataset, "grpo": grpo_dataset}.get(cfg.task, sft_dataset)
+    """The dataset cfg.task trains on (sft_dataset, dpo_dataset for dpo and orpo, kto_dataset, grpo_dataset)."""
+    make = {"dpo": dpo_dataset, "orpo": dpo_dataset, "kto": kto_dataset, "grpo": grpo_dataset}.get(cfg.task, sft_dataset)
     return make(path, tokenizer, cfg)

@@ -101,12 +101,25 @@ def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
     trl = trl_problem()
     if trl:
         found.append(trl)
+    if cfg.task == "orpo" and not has_orpo():
+        import trl as trl_module
+
+        found.append(explain("task", cfg.task, f"TRL {trl_module.__version__} has no ORPOTrainer (TRL 1.x keeps "
+                             "it in trl.experimental.orpo)", "pip install -U 'trl>=1.16', or task=dpo"))
     if torch.cuda.device_count() > 1 and "LOCAL_RANK" not in os.environ:
         found.append(f"{torch.cuda.device_count()} GPUs are visible to one process: the Trainer would wrap the "
                      "model in DataParallel (slower for LoRA, and a 4-bit model's batch silently doubles). Fix: "
                      "CUDA_VISIBLE_DEVICES=0 before Python starts (the notebooks' install cell does it), or "
                      "torchrun --nproc_per_node 2 -m ftlab.cli train ... for both")
     return found
+
+
+def has_orpo() -> bool:
+    """Whether the installed TRL has ORPO: trl.experimental.orpo (TRL PR #4480 moved it), or the top level."""
+    import trl
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ftlab says itself that ORPO is experimental
+    return importlib.util.find_spec("trl.experimental.orpo") is not None or hasattr(trl, "ORPOTrainer")
 
 
 def reward_problems(names) -> list[str]:

@@ -1,7 +1,8 @@
 """Run one fine-tuning job from a `TrainConfig`: the recipe, and the only module that touches TRL's trainers.
 
 `train(cfg)` reads top to bottom as the steps of training: check the machine (preflight) -> load the model
--> add the adapter -> prepare the data -> build TRL's `SFTTrainer`, `DPOTrainer` or `GRPOTrainer` -> fit (with resume and,
+-> add the adapter -> prepare the data -> build TRL's `SFTTrainer`, `DPOTrainer`, `KTOTrainer`, `ORPOTrainer` or
+`GRPOTrainer` -> fit (with resume and,
 on a GPU, out-of-memory retries at the same effective batch) -> evaluate base vs tuned -> write the run
 folder. It returns the real objects in a `TrainResult`. A NaN stops the run with the likely causes.
 GRPO (task=grpo) adds two steps at the start: the reward functions (ftlab.rewards), and the starting
@@ -166,8 +167,9 @@ def _checkpointing_args(config_class, on: bool) -> dict:
 
 
 def trainer_args(cfg: TrainConfig, precision: Precision):
-    """SFTConfig / DPOConfig / GRPOConfig from a resolved TrainConfig: same names, plus what ftlab decides."""
-    from trl import DPOConfig, GRPOConfig, SFTConfig
+    """SFTConfig / DPOConfig / KTOConfig / ORPOConfig / GRPOConfig from a resolved TrainConfig: same names,
+    plus what ftlab decides."""
+    from trl import DPOConfig, GRPOConfig, KTOConfig, SFTConfig
 
     evaluating = cfg.eval_file is not None
     common = dict(
@@ -192,9 +194,14 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         dataloader_num_workers=0,  # tokenized data sit in memory: workers would only add start-up time
         disable_tqdm=False,
     )
-    beta = {} if cfg.beta is None else {"beta": cfg.beta}  # None: TRL's default (DPO 0.1, GRPO 0.0)
+    beta = {} if cfg.beta is None else {"beta": cfg.beta}  # None: TRL's default (DPO, KTO, ORPO 0.1; GRPO 0.0)
     if cfg.task == "dpo":
         return DPOConfig(**common, **beta)
+    if cfg.task == "kto":  # desirable and undesirable answers weigh the same: from pairs there are as many of each
+        return KTOConfig(**common, **beta)
+    if cfg.task == "orpo":
+        orpo_config, _ = _orpo_classes()
+        return orpo_config(**common, **beta)
     if cfg.task == "grpo":  # prompts only: no max_length; the answers are sampled, at most max_completion_length
         del common["max_length"]
         return GRPOConfig(**common, **beta, num_generations=cfg.num_generations, temperature=cfg.temperature,
@@ -206,9 +213,20 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
     return SFTConfig(**common, packing=cfg.packing, assistant_only_loss=False, completion_only_loss=None)
 
 
+def _orpo_classes():
+    """(ORPOConfig, ORPOTrainer): in trl.experimental.orpo since TRL PR #4480, at the top level before
+    (preflight.has_orpo stops a run whose TRL has neither)."""
+    try:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    except ImportError:
+        from trl import ORPOConfig, ORPOTrainer
+    return ORPOConfig, ORPOTrainer
+
+
 def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbacks, precision, rewards=()):
-    """TRL's SFTTrainer, DPOTrainer or GRPOTrainer (with `rewards`: checked reward functions), ready to train."""
-    from trl import DPOTrainer, GRPOTrainer, SFTTrainer
+    """TRL's SFTTrainer, DPOTrainer, KTOTrainer, ORPOTrainer or GRPOTrainer (with `rewards`: checked reward
+    functions), ready to train."""
+    from trl import DPOTrainer, GRPOTrainer, KTOTrainer, SFTTrainer
 
     args = trainer_args(cfg, precision)
     callbacks = list(callbacks)
@@ -219,6 +237,13 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, train_ds, eval_ds, callbac
         # so the base model serves as reference without a second copy in memory
         return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
                           eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    if cfg.task == "kto":  # the reference as for DPO: the adapter switched off
+        return KTOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
+                          eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    if cfg.task == "orpo":  # no reference model at all: the odds ratio compares the policy with itself
+        _, orpo_trainer = _orpo_classes()
+        return orpo_trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tokenizer, callbacks=callbacks)
     if cfg.task == "grpo":
         # TRL's own generation (model.generate); with beta=0 no reference model, with beta>0 the PeftModel's
         # adapter-off weights (the starting policy) are the reference, as for DPO

@@ -72,6 +72,10 @@ def test_bad_values_name_the_key_and_the_fix(override, words):
 def test_bad_combinations():
     with pytest.raises(ValueError, match="prefix/prompt tuning with DPO"):
         load_config(None, ["task=dpo", "method=prefix"])
+    with pytest.raises(ValueError, match="prefix/prompt tuning with ORPO"):
+        load_config(None, ["task=orpo", "method=prompt"])
+    with pytest.raises(ValueError, match="packing.*KTO scores whole chosen/rejected answers"):
+        load_config(None, ["task=kto", "packing=true"])
     with pytest.raises(ValueError, match="packing"):
         load_config(None, ["method=prompt", "packing=true"])
     with pytest.raises(ValueError, match="Unsloth"):

@@ -114,3 +114,16 @@ def test_trl_1_15_on_a_p100_is_refused(monkeypatch):
     assert "6.0" in trl_problem() and "T4" in trl_problem()
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert trl_problem() is None
+
+
+def test_orpo_needs_a_trl_that_has_it(monkeypatch):
+    import importlib.util
+
+    import trl
+
+    assert problems(TrainConfig(train_file=TRAIN, task="orpo")) == []  # TRL 1.16: trl.experimental.orpo
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "orpo" in name else real(name, *a))
+    monkeypatch.delattr(trl, "ORPOTrainer", raising=False)
+    (found,) = problems(TrainConfig(train_file=TRAIN, task="orpo"))
+    assert "no ORPOTrainer" in found and "trl>=1.16" in found and "task=dpo" in found

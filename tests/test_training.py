@@ -278,6 +278,38 @@ def test_dpo_a_few_steps(tmp_path):
 
 
 @pytest.mark.slow
+def test_kto_and_orpo_a_few_steps_on_the_same_pairs(tmp_path):
+    prefs = tiny_file(tmp_path, "prefs.jsonl", 8, source="preference_train.jsonl")
+    kto = train(tiny_config(tmp_path, "task=kto", f"train_file={prefs}", "learning_rate=5e-4", out="kto"))
+    assert type(kto.trainer).__name__ == "KTOTrainer" and kto.trainer.ref_model is None
+    assert len(kto.trainer.train_dataset) == 16  # 8 pairs -> 8 desirable + 8 undesirable answers
+    first = [h for h in kto.history if "loss" in h][0]
+    # step 1: policy == reference, so every log-ratio and the KL estimate are 0 and each answer's loss is
+    # 1 - sigmoid(0) = 0.5, desirable or not (KTO, Ethayarajh et al. 2024, eq. 8)
+    assert first["loss"] == pytest.approx(0.5, abs=1e-3)
+    orpo = train(tiny_config(tmp_path, "task=orpo", f"train_file={prefs}", "learning_rate=5e-4", "beta=0.1", out="orpo"))
+    assert type(orpo.trainer).__name__ == "ORPOTrainer"
+    first = [h for h in orpo.history if "loss" in h][0]
+    # ORPO's loss is SFT's NLL on the chosen answer minus beta x log sigmoid(log odds ratio), logged apart
+    assert first["loss"] == pytest.approx(first["nll_loss"] - 0.1 * first["log_odds_ratio"], abs=1e-3)
+    assert (orpo.run_dir / "adapter_model.safetensors").exists() and (kto.run_dir / "finetune_report.md").exists()
+    with pytest.raises(ValueError, match="task=kto needs prompt/chosen/rejected rows.*Fix: set task=sft"):
+        train(tiny_config(tmp_path, "task=kto", out="bad"))
+
+
+def test_unpaired_rows_for_kto():
+    from ftlab.data import convert, unpaired
+
+    pairs = convert(DATES / "preference_train.jsonl").rows[:3]
+    rows = unpaired(pairs)
+    assert [r["label"] for r in rows] == [True, False] * 3
+    assert rows[0]["completion"] == pairs[0]["chosen"] and rows[1]["completion"] == pairs[0]["rejected"]
+    assert rows[1]["prompt"] == pairs[0]["prompt"]
+    with pytest.raises(ValueError, match="row 0 .*not prompt/chosen/rejected"):
+        unpaired([{"messages": []}])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "prompt"])
 def test_other_methods_train_and_score(tmp_path, method):
     """Full fine-tuning (no adapter: the base is reloaded to score it) and prompt tuning (virtual tokens)."""

@@ -22,7 +22,7 @@ from ftlab.shipped import config_names, config_path
 
 METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
 UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
-TASKS = ("sft", "dpo", "kto", "orpo", "grpo")
+TASKS = ("sft", "cpt", "dpo", "kto", "orpo", "grpo")
 PREFERENCE_TASKS = ("dpo", "kto", "orpo")  # trained on prompt/chosen/rejected pairs
 BACKENDS = ("auto", "unsloth", "transformers")
 REPORT_TO = ("none", "tensorboard")
@@ -43,7 +43,8 @@ class TrainConfig:
     benchmark_tasks: list[str] | None = None  # lm-eval tasks (data/lm_eval/) for base and tuned in the report
     benchmark_limit: int | None = None  # first N documents per benchmark task; None: all
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
-    task: str = "sft"  # "sft": imitate answers; "dpo": prefer chosen over rejected answers; "kto": the same
+    task: str = "sft"  # "sft": imitate answers; "cpt": continued pretraining on raw text (.txt or {"text"} rows,
+    #   loss on every token, always packed to max_length); "dpo": prefer chosen over rejected answers; "kto": the same
     #   pairs as answers marked good or bad (no pairing needed); "orpo": SFT on chosen plus an odds-ratio
     #   penalty on rejected, in one stage with no reference model; "grpo": sample answers, score them with
     #   reward_funcs, reinforce the better ones of each group (TRL's GRPOTrainer)
@@ -182,6 +183,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise _error("method", cfg.method, f"prefix/prompt tuning with {cfg.task.upper()} is not supported (the virtual "
                      "tokens shift the chosen/rejected log-probs TRL compares)",
                      "use method=lora (or qlora, dora)")
+    if cfg.task == "cpt" and cfg.method in ("prefix", "prompt"):
+        raise _error("method", cfg.method, "continued pretraining packs the text into full sequences, but "
+                     f"{cfg.method} tuning prepends virtual tokens to each", "use method=lora (or qlora, full)")
     if cfg.packing and cfg.method in ("prefix", "prompt"):
         raise _error("packing", cfg.packing, f"packing concatenates examples, but {cfg.method} tuning "
                      "prepends virtual tokens to each sequence", "set packing=false")

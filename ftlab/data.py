@@ -65,9 +65,10 @@ class Conversion:
 
 
 def read_rows(source) -> list[dict]:
-    """Rows of a file path (.json .jsonl .ndjson .csv .tsv .parquet), a Dataset or a list of dicts.
+    """Rows of a file path (.json .jsonl .ndjson .csv .tsv .parquet .txt), a Dataset or a list of dicts.
 
     A JSONL line that is not JSON or not UTF-8 becomes a marker row that convert() rejects, not a crash.
+    A .txt file is raw text: one {"text": ...} row per paragraph (paragraphs are separated by blank lines).
     """
     if isinstance(source, DatasetDict):
         raise TypeError(f"a DatasetDict has several splits ({', '.join(source)}): pass one, e.g. ds['train']")
@@ -85,7 +86,21 @@ def read_rows(source) -> list[dict]:
         return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
         return pq.read_table(path).to_pylist()
-    raise ValueError(f"can't read {path.name}: ftlab reads .json, .jsonl, .ndjson, .csv, .tsv and .parquet files")
+    if suffix == ".txt":
+        return _read_text(path)
+    raise ValueError(f"can't read {path.name}: ftlab reads .json, .jsonl, .ndjson, .csv, .tsv, .parquet and .txt files")
+
+
+def _read_text(path: Path) -> list[dict]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.start} (line {line}) is {raw[e.start:e.start + 1]!r}. "
+                         "Fix: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
+    return [{"text": p} for p in paragraphs if p]
 
 
 def _unreadable(raw, kind: str, reason: str) -> dict:
@@ -188,7 +203,7 @@ def convert(source, *, tokenizer=None, max_length: int | None = None) -> Convers
                 bad = row[_UNREADABLE]
                 raise BadRow(bad["kind"], bad["reason"])
             out = convert_row(row, fmt)
-            if tokenizer is not None and max_length is not None:
+            if tokenizer is not None and max_length is not None and fmt != "text":  # text is packed, never cut
                 _check_length(out, tokenizer, max_length)
             good.append(out)
         except BadRow as e:
@@ -222,7 +237,10 @@ def _no_rows(source) -> str:
 
 
 def n_tokens(row: dict, tokenizer) -> int:
-    """Tokens of a converted row rendered by the chat template (the longer of chosen/rejected)."""
+    """Tokens of a converted row rendered by the chat template (the longer of chosen/rejected); a text row's
+    own tokens."""
+    if "text" in row:
+        return len(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
     if tokenizer.chat_template is None:
         raise ValueError("the tokenizer has no chat template, so rows can't be rendered: use an instruct "
                          "model's tokenizer or set tokenizer.chat_template")

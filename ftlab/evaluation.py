@@ -315,6 +315,42 @@ def reward_table(reward_funcs, answers: pd.DataFrame, who=("base", "tuned")) -> 
     return rows
 
 
+@torch.inference_mode()
+def text_loss(model, tokenizer, texts: list[str], max_length: int = 512) -> dict:
+    """Mean loss on every token of raw `texts` (each + end-of-text, cut into max_length windows),
+    perplexity = exp(loss), and the token count: what continued pretraining lowers."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+        for start in range(0, len(ids) - 1, max_length):
+            window = torch.tensor([ids[start:start + max_length]], device=device)  # (1, <= max_length)
+            if window.shape[1] < 2:
+                continue
+            logits = model(input_ids=window).logits[0, :-1].float()  # (length - 1, vocab)
+            total += F.cross_entropy(logits, window[0, 1:], reduction="sum").item()
+            count += window.shape[1] - 1
+    if count == 0:
+        raise ValueError("no text to score: every text is shorter than two tokens")
+    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
+
+
+def evaluate_text_run(cfg, model, tokenizer) -> dict:
+    """task=cpt's evaluation on cfg.test_file (raw text): perplexity of the base (adapter off) and the tuned model."""
+    texts = [r["text"] for r in convert(cfg.test_file).rows][: cfg.test_limit or None]
+    model.eval()
+    if hasattr(model, "disable_adapter"):  # a PEFT model is its own base, adapter off
+        with answering_as(model, False):
+            base = text_loss(model, tokenizer, texts, cfg.max_length)
+    else:  # full fine-tuning changed the weights: the base is loaded again
+        base_model, _ = load_model(cfg.model, backend="transformers", verbose=False)
+        base = text_loss(base_model.eval(), tokenizer, texts, cfg.max_length)
+    tuned = text_loss(model, tokenizer, texts, cfg.max_length)
+    return {"base_perplexity": base["perplexity"], "tuned_perplexity": tuned["perplexity"],
+            "n_test": len(texts), "n_test_tokens": tuned["tokens"], "test_split": Path(cfg.test_file).name}
+
+
 def evaluate_run(cfg, model, tokenizer, reward_funcs=()) -> dict:
     """The run report's evaluation on cfg.test_file: base vs tuned side by side (evaluate), greedy.
 

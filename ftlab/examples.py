@@ -26,11 +26,12 @@ GRPO_NEEDS = ("prompts with a reference answer: chat rows whose last turn is the
 def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
     """The converted rows of a data file for cfg.task; rows over max_length are rejected (it warns)."""
     conv = convert(path, tokenizer=tokenizer, max_length=cfg.max_length)
-    want = ("preference",) if cfg.task in PREFERENCE_TASKS else SFT_FORMATS
+    want = ("preference",) if cfg.task in PREFERENCE_TASKS else ("text",) if cfg.task == "cpt" else SFT_FORMATS
     if conv.format not in want:
-        need = {"grpo": GRPO_NEEDS}.get(cfg.task, "prompt/chosen/rejected rows (both answers to each prompt)"
-                                        if cfg.task in PREFERENCE_TASKS else "chat or prompt/completion rows")
-        fix = "set task=dpo (or kto, orpo)" if conv.format == "preference" else "set task=sft"
+        need = {"grpo": GRPO_NEEDS, "cpt": "raw text (a .txt file, or {\"text\": ...} rows)"}.get(
+            cfg.task, "prompt/chosen/rejected rows (both answers to each prompt)"
+            if cfg.task in PREFERENCE_TASKS else "chat or prompt/completion rows")
+        fix = {"preference": "set task=dpo (or kto, orpo)", "text": "set task=cpt"}.get(conv.format, "set task=sft")
         raise ValueError(f"{path} holds {conv.format} rows, but task={cfg.task} needs {need}. "
                          f"Fix: {fix} or use another file.")
     if not conv.rows:
@@ -64,6 +65,17 @@ def dpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
     return Dataset.from_list(task_rows(path, tokenizer, cfg))
 
 
+def cpt_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
+    """Raw text for continued pretraining: each paragraph's tokens + end-of-text, loss on every token; the
+    trainer packs them into max_length sequences (wrapped: nothing is cut away)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    rows = []
+    for r in task_rows(path, tokenizer, cfg):
+        ids = tokenizer(r["text"], add_special_tokens=False)["input_ids"] + eos
+        rows.append({"input_ids": ids, "assistant_masks": [1] * len(ids)})
+    return Dataset.from_list(rows)
+
+
 def kto_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
     """KTO's unpaired rows from a preference file: prompt, completion, label (True: desirable)."""
     return Dataset.from_list(unpaired(task_rows(path, tokenizer, cfg)))
@@ -82,6 +94,8 @@ def grpo_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
 
 
 def training_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """The dataset cfg.task trains on (sft_dataset, dpo_dataset for dpo and orpo, kto_dataset, grpo_dataset)."""
-    make = {"dpo": dpo_dataset, "orpo": dpo_dataset, "kto": kto_dataset, "grpo": grpo_dataset}.get(cfg.task, sft_dataset)
+    """The dataset cfg.task trains on (sft_dataset, cpt_dataset, dpo_dataset for dpo and orpo, kto_dataset,
+    grpo_dataset)."""
+    make = {"cpt": cpt_dataset, "dpo": dpo_dataset, "orpo": dpo_dataset, "kto": kto_dataset,
+            "grpo": grpo_dataset}.get(cfg.task, sft_dataset)
     return make(path, tokenizer, cfg)

@@ -1,9 +1,10 @@
 """Recognise the common fine-tuning data formats and turn one row into TRL's conversational form.
 
-Five formats come in (`FORMATS` lists their fields); three forms go out, the ones TRL's trainers read:
+Six formats come in (`FORMATS` lists their fields); four forms go out, the ones TRL's trainers read:
   {"messages": [...]}                                   from alpaca, sharegpt, openai
   {"prompt": [...], "completion": [...]}                 from prompt_completion
   {"prompt": [...], "chosen": [...], "rejected": [...]}  from preference
+  {"text": "..."}                                        from text (raw text for continued pretraining: no chat)
 `convert_row` raises `BadRow(kind, reason)` for a row it cannot convert; the reason names the field
 and the fix. Leaves out: reading files, counting tokens and collecting rejects (all in data.py).
 A preference row whose chosen and rejected answers are the same (after conversion) is a BadRow too: it
@@ -22,6 +23,7 @@ FORMATS = {
     "openai": (("messages",), ()),
     "sharegpt": (("conversations",), ("system",)),
     "alpaca": (("instruction", "output"), ("input", "system")),
+    "text": (("text",), ()),  # last: a chat file with a stray "text" column is still a chat file
 }
 
 # Every spelling of a role seen in public datasets -> the three roles chat templates know.
@@ -65,6 +67,8 @@ def convert_row(row: dict, fmt: str) -> dict:
         out = _prompt_completion(row)
     elif fmt == "preference":
         out = _preference(row)
+    elif fmt == "text":
+        out = {"text": _text(row.get("text"), "text")}
     else:
         raise ValueError(f"unknown format {fmt!r}: pick one of {', '.join(FORMATS)}")
     for field in sum(FORMATS[fmt], ()):  # the fields this format reads, named as in the file
@@ -74,6 +78,8 @@ def convert_row(row: dict, fmt: str) -> dict:
 
 def conversations(row: dict) -> list[list[dict]]:
     """The whole chats a converted row renders to: one, or two (chosen, rejected) for preference rows."""
+    if "text" in row:
+        raise ValueError("a text row is raw text, not a chat: it has no chat-template rendering")
     if "messages" in row:
         return [row["messages"]]
     if "completion" in row:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ftlab.config import TrainConfig, explain
+from ftlab.data import detect_format, read_rows
 from ftlab.evaluation import LM_EVAL_DIR, lm_eval_tasks
 from ftlab.hardware import bitsandbytes_usable, triton_gpu_problem
 from ftlab.rewards import REWARDS
@@ -101,6 +102,8 @@ def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
     trl = trl_problem()
     if trl:
         found.append(trl)
+    if cfg.task == "cpt":
+        found += _text_file_problems(cfg)
     if cfg.task == "orpo" and not has_orpo():
         import trl as trl_module
 
@@ -111,6 +114,27 @@ def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
                      "model in DataParallel (slower for LoRA, and a 4-bit model's batch silently doubles). Fix: "
                      "CUDA_VISIBLE_DEVICES=0 before Python starts (the notebooks' install cell does it), or "
                      "torchrun --nproc_per_node 2 -m ftlab.cli train ... for both")
+    return found
+
+
+def _text_file_problems(cfg: TrainConfig) -> list[str]:
+    """task=cpt reads raw text from every data file: say which file holds something else."""
+    found = []
+    for key in ("train_file", "eval_file", "test_file"):
+        path = getattr(cfg, key)
+        if path is None or not Path(path).exists():
+            continue  # a missing file is reported above
+        try:
+            rows = read_rows(path)
+            fmt = detect_format(rows[:200]) if rows else None
+        except ValueError as err:  # not UTF-8, no known format: the reader's own message names the fix
+            found.append(explain(key, path, str(err).split(". Fix")[0], "see ftlab data check"))
+            continue
+        if fmt is None:
+            found.append(explain(key, path, "holds no text at all", "add paragraphs, or check the path"))
+        elif fmt != "text":
+            found.append(explain(key, path, f"holds {fmt} rows, but task=cpt trains on raw text",
+                                 "give a .txt file (paragraphs between blank lines) or {\"text\": ...} rows, or set task=sft"))
     return found
 
 

@@ -28,14 +28,14 @@ from transformers.utils.notebook import NotebookProgressCallback
 from ftlab import speed
 from ftlab.adapters import add_adapter, trainable_parameters
 from ftlab.config import TrainConfig, load_config, resolve
-from ftlab.evaluation import evaluate_run
+from ftlab.evaluation import evaluate_run, evaluate_text_run
 from ftlab.examples import training_dataset
 from ftlab.hardware import Precision, choose_precision, peak_memory_mb
 from ftlab.merge import start_from
 from ftlab.models import load_model
 from ftlab.monitor import LivePlot, MetricsLogger, NanGuard
 from ftlab.preflight import preflight
-from ftlab.report import accuracy_line, write_run_folder
+from ftlab.report import accuracy_line, perplexity_line, write_run_folder
 from ftlab.rewards import RewardError, reward_functions, reward_name
 
 
@@ -113,7 +113,7 @@ def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool 
         return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
     tok.save_pretrained(str(run_dir))
     if cfg.test_file:
-        metrics.update(evaluate_run(cfg, model, tok, rewards))
+        metrics.update(evaluate_text_run(cfg, model, tok) if cfg.task == "cpt" else evaluate_run(cfg, model, tok, rewards))
     write_run_folder(cfg, model, run_dir, history, metrics)
     return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)
 
@@ -207,10 +207,12 @@ def trainer_args(cfg: TrainConfig, precision: Precision):
         return GRPOConfig(**common, **beta, num_generations=cfg.num_generations, temperature=cfg.temperature,
                           max_completion_length=cfg.max_completion_length)
     # Length-grouped batches: LengthGroupedSampler reads the lengths of the tokenized rows (input_ids)
-    grouped = cfg.group_by_length and not cfg.packing
+    packing = cfg.packing or cfg.task == "cpt"  # raw text is one stream: packed, wrapped so nothing is cut
+    grouped = cfg.group_by_length and not packing
     common["train_sampling_strategy"] = "group_by_length" if grouped else "random"
+    strategy = {"packing_strategy": "wrapped"} if cfg.task == "cpt" else {}
     # Data arrive tokenized with assistant masks (sft_example), so TRL's own masking options stay off.
-    return SFTConfig(**common, packing=cfg.packing, assistant_only_loss=False, completion_only_loss=None)
+    return SFTConfig(**common, packing=packing, **strategy, assistant_only_loss=False, completion_only_loss=None)
 
 
 def _orpo_classes():
@@ -346,7 +348,7 @@ def run_from_cli(config_path, overrides=()) -> Path:
     if not result.trainer.is_world_process_zero():  # under torchrun / accelerate launch: one summary line
         return result.run_dir
     m = result.metrics
-    score = accuracy_line(m)
+    score = accuracy_line(m) or perplexity_line(m)
     print(f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training); report: "
           f"{result.run_dir / 'finetune_report.md'}" + (f"\n{score}" if score else ""))
     return result.run_dir

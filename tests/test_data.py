@@ -196,3 +196,20 @@ def test_fields_the_format_does_not_use_are_named():
         result = convert(rows)
     assert result.ignored_fields == ["id", "source"]
     assert "(not carried over): id, source" in result.summary()
+
+
+def test_text_files_are_paragraphs_and_bad_text_is_named(tmp_path):
+    from ftlab.shipped import data_dir
+
+    corpus = convert(data_dir() / "text" / "train.txt")
+    assert corpus.format == "text" and len(corpus.rows) == 300 and corpus.rows[0]["text"].startswith("Noted for")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("first line\nna\xefve caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 13 \(line 2\).*iconv"):
+        convert(latin1)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n  \n")
+    with pytest.raises(ValueError, match="blank.txt holds only blank lines"):
+        convert(blank)
+    rows = convert([{"text": "one"}, {"text": "  "}, {"text": 3}])
+    assert [r["text"] for r in rows.rows] == ["one"] and [r.kind for r in rows.rejects] == ["empty_field", "wrong_type"]

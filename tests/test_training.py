@@ -507,3 +507,20 @@ def test_grpo_a_few_steps_from_a_warm_start(tmp_path):
         train(dataclasses.replace(cfg, output_dir=str(tmp_path / "broken"), test_file=None), reward_funcs=[broken])
     assert err.value.__cause__ is None  # no TRL traceback chained under the learner's message
     assert yaml.safe_load((tmp_path / "broken" / "warm_start" / "finetune_config.yaml").read_text())["task"] == "sft"
+
+
+@pytest.mark.slow
+def test_continued_pretraining_lowers_the_perplexity_of_held_out_text(tmp_path):
+    text = ROOT / "data" / "text"
+    cfg = tiny_config(tmp_path, "task=cpt", f"train_file={text / 'train.txt'}", f"test_file={text / 'test.txt'}",
+                      "test_limit=6", "max_steps=4", "max_length=64", "per_device_train_batch_size=4",
+                      "learning_rate=2e-3", "r=8", "lora_alpha=16")
+    result = train(cfg)
+    lengths = {len(ids) for ids in result.trainer.train_dataset["input_ids"]}
+    assert max(lengths) == 64 and len(lengths) <= 2  # packed (wrapped): full windows, only the last one shorter
+    m = result.metrics
+    assert m["n_test"] == 6 and m["tuned_perplexity"] < m["base_perplexity"], m  # the invented port's style, learned
+    report = (result.run_dir / "finetune_report.md").read_text()
+    assert "perplexity on `test.txt`: base" in report
+    with pytest.raises(PreflightError, match=r"train_file=.*holds openai rows, but task=cpt trains on raw text"):
+        train(tiny_config(tmp_path, "task=cpt", out="chats"))

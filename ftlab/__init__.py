@@ -7,7 +7,7 @@ Layers: a module imports only from its own line or the lines above it, never bel
 functions count; tests/test_layers.py checks every edge against this table):
   core        shipped fingerprint hardware embedded course
   data        formats data lossmask config examples
-  models      quant generate adapters models merge
+  models      quant generate bottleneck adapters models merge
   evaluation  tasks rewards evaluation
   artefacts   curves monitor report export
   training    preflight speed training

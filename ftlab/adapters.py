@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from ftlab.bottleneck import add_bottlenecks
 from ftlab.config import UNSLOTH_METHODS
 
 # transformers 5.23 deprecated `model.is_gradient_checkpointing`, which PEFT's get_peft_model and TRL still
@@ -93,7 +94,8 @@ def is_4bit(model) -> bool:
 
 
 def add_adapter(model, cfg):
-    """The model ready to train with cfg.method: a PeftModel, or `model` itself (all weights) for 'full'.
+    """The model ready to train with cfg.method: a PeftModel, or `model` itself: all weights for 'full',
+    with bottleneck adapters inserted for 'adapter' (ftlab.bottleneck).
 
     cfg must be resolved (ftlab.config.resolve): cfg.backend is 'unsloth' or 'transformers' and
     cfg.gradient_checkpointing is a bool.
@@ -110,6 +112,8 @@ def add_adapter(model, cfg):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    if cfg.method == "adapter":  # bottleneck adapters: ftlab's own (PEFT has none)
+        return add_bottlenecks(model, cfg.r, cfg.adapter_placement)
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if cfg.method == "qlora":

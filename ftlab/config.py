@@ -20,7 +20,8 @@ import yaml
 from ftlab.embedded import DEFAULT_MODEL
 from ftlab.shipped import config_names, config_path
 
-METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt")
+METHODS = ("full", "lora", "rslora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter")
+ADAPTER_PLACEMENTS = ("houlsby", "pfeiffer")  # method=adapter: after attention and MLP, or after the MLP only
 UNSLOTH_METHODS = ("lora", "rslora", "qlora")  # the methods Unsloth's get_peft_model builds
 TASKS = ("sft", "cpt", "dpo", "kto", "orpo", "grpo")
 PREFERENCE_TASKS = ("dpo", "kto", "orpo")  # trained on prompt/chosen/rejected pairs
@@ -53,8 +54,9 @@ class TrainConfig:
     warm_start_steps: int = 0  # grpo: first this many SFT steps on train_file's answers (run folder
     #   output_dir/warm_start, then as init_adapter). 0: none; the base model's answers then need rewards it can earn
     # --- method: which weights train
-    method: str = "lora"  # full | lora | rslora | dora | qlora | ia3 | prefix | prompt
-    r: int = 16  # LoRA rank: higher = more capacity, more trainable parameters and memory
+    method: str = "lora"  # full | lora | rslora | dora | qlora | ia3 | prefix | prompt | adapter (bottleneck)
+    r: int = 16  # LoRA rank (method=adapter: the bottleneck size): higher = more capacity, parameters, memory
+    adapter_placement: str = "houlsby"  # method=adapter: houlsby (after attention and MLP) | pfeiffer (MLP only)
     lora_alpha: int = 32  # LoRA scale is alpha/r (alpha/sqrt(r) for rslora); higher = bigger updates
     lora_dropout: float = 0.0  # regularizes small data; PEFT's and Unsloth's default 0 (on CPU its random
     #   numbers cost ~25% of a LoRA step: benchmarks/train_throughput.py --lora-dropout 0.05)
@@ -161,6 +163,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     knows, the lm-eval tasks, the data files) is ftlab.preflight, which training runs before loading anything.
     """
     _check_choice("method", cfg.method, METHODS)
+    _check_choice("adapter_placement", cfg.adapter_placement, ADAPTER_PLACEMENTS)
     _check_choice("task", cfg.task, TASKS)
     _check_choice("backend", cfg.backend, BACKENDS)
     _check_choice("report_to", cfg.report_to, REPORT_TO)
@@ -208,6 +211,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise _error("save_steps", cfg.save_steps, f"early stopping restores the best checkpoint, so "
                          f"checkpoints must fall on evaluations (every {_eval_every(cfg)} steps)",
                          f"set save_steps to a multiple of eval_steps ({_eval_every(cfg)})")
+    if cfg.method == "adapter" and cfg.init_adapter:
+        raise _error("init_adapter", cfg.init_adapter, "bottleneck adapters train on the base as loaded",
+                     "merge the earlier adapter (ftlab merge) and set model=<the merged folder>")
     if cfg.init_adapter and cfg.method == "qlora":
         raise _error("init_adapter", cfg.init_adapter, "merging an adapter into 4-bit weights rounds it",
                      "merge it first (ftlab merge) and set model=<the merged folder>, or use method=lora")

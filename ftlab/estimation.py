@@ -171,6 +171,8 @@ def adapter_params(model, method="lora", r=16, target_modules="all-linear", num_
         return num_virtual_tokens * s.hidden
     if method == "prefix":  # a key and a value per layer per virtual token; PEFT sizes them by the KV width
         return num_virtual_tokens * s.layers * 2 * s.kv_heads * s.head_dim
+    if method == "adapter":  # Houlsby bottlenecks: after attention and MLP, down (r x h + r) and up (h x r + h)
+        return s.layers * 2 * (2 * s.hidden * r + r + s.hidden)
     targets = _targets(s, target_modules)
     if method == "ia3":  # one scaling vector per target: output side, input side for feedforward layers
         return s.layers * sum(i if n in FEEDFORWARD else o for n, (i, o) in targets.items())

@@ -70,6 +70,10 @@ class MergeResult:
 
 
 def adapter_config(adapter_dir) -> dict:
+    if (Path(adapter_dir) / "bottleneck_config.json").is_file():
+        raise ValueError(f"{adapter_dir} holds bottleneck adapters (method=adapter): they cannot be merged into "
+                         "the weights, because of the nonlinearity between their two matrices. Fix: load them on the "
+                         "base with ftlab.bottleneck.load_bottlenecks, or train method=lora to merge")
     return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
 
 

@@ -27,6 +27,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 
 from ftlab import speed
 from ftlab.adapters import add_adapter, trainable_parameters
+from ftlab.bottleneck import save_bottlenecks
 from ftlab.config import TrainConfig, load_config, resolve
 from ftlab.evaluation import evaluate_run, evaluate_text_run
 from ftlab.examples import training_dataset
@@ -107,7 +108,10 @@ def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool 
         stop_if_diverged(guard, cfg)
         final_eval(trainer, has_eval=data["eval"] is not None)
     model, history = trainer.model, trainer.state.log_history
-    trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
+    if cfg.method == "adapter":
+        save_bottlenecks(model, run_dir)  # only the adapters: save_model would write the whole model
+    else:
+        trainer.save_model(str(run_dir))  # adapter_config.json + adapter_model.safetensors (+ tokenizer)
     metrics = run_metrics(cfg, model, trainer, out, seconds, history)
     if not trainer.is_world_process_zero():  # under torchrun/accelerate: one process writes the run folder
         return TrainResult(trainer, model, tok, run_dir, history, metrics, cfg)

@@ -10,6 +10,10 @@
 # - launch the same job on several processes with `accelerate launch` (DDP, FSDP, DeepSpeed);
 # - work out the effective batch size on several GPUs and keep it fixed when the GPU count changes.
 #
+# **Binder (2 GB) may not run this notebook.** Its two-process (DDP) cell runs two training processes at
+# once beside the kernel, and Binder counts all of them against its 2 GB; the CI run of 2026-12-02 found
+# one process of this notebook over 2 GB on its own. Colab, Kaggle or a machine with 4 GB run all of it.
+#
 # **Where the code is**: `ftlab.cli` (the command line), `ftlab.config` (YAML, overrides, validation), `ftlab.shipped` (shipped configs). Read any function with `??` (e.g. `train??`).
 
 # %%

@@ -114,7 +114,7 @@ import torch
 G = cfg.num_generations
 logs = grpo.trainer._logs
 rewards = torch.tensor([logs["rewards"][name] for name in cfg.reward_funcs]).sum(0)[:G]  # (G,) first group
-by_hand = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-4)  # TRL: population std
+by_hand = (rewards - rewards.mean()) / (rewards.std() + 1e-4)  # TRL: the group's sample std (n - 1)
 trl_adv = torch.tensor(list(logs["advantages"])[:G])
 print("rewards   ", rewards.numpy().round(3), "\nby hand   ", by_hand.numpy().round(3),
       "\nTRL       ", trl_adv.numpy().round(3))

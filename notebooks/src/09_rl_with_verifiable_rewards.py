@@ -11,6 +11,10 @@
 # - read the KL term (`beta`), `num_generations` and `temperature`;
 # - watch a model game a naive reward, then fix the reward.
 #
+# **Binder (2 GB) cannot run this notebook.** Measured in the small profile on 2026-12-02: the GRPO run's
+# report gives a peak of 3,148 MB (the policy, the sampled answers and their log-probs). Colab, Kaggle or
+# a machine with 4 GB run it.
+#
 # **Where the code is**: `ftlab.rewards` (the reward functions and their guard), `ftlab.training` (`task=grpo`, the warm start), `ftlab.curves` (the reward curves). Read any function with `??` (e.g. `exact_date??`).
 
 # %%

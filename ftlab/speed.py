@@ -56,8 +56,8 @@ def eager_attention(model, train_ds, cfg: TrainConfig) -> bool:
     """
     if torch.cuda.is_available() or getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
-    if "input_ids" in train_ds.column_names:
-        longest = max(len(ids) for ids in train_ds["input_ids"])
+    if "input_ids" in train_ds.column_names and not (cfg.packing or cfg.task == "cpt"):
+        longest = max(len(ids) for ids in train_ds["input_ids"])  # packed rows are max_length long instead
     else:  # DPO rows are tokenized by TRL later: assume the longest allowed
         longest = cfg.max_length
     longest = min(longest, cfg.max_length)

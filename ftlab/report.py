@@ -29,9 +29,11 @@ def count_rows(path) -> int | None:
     """Rows in a .jsonl / .json (list) / .csv / .tsv / .parquet / .txt data file; None for other formats."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".txt"):
+    if suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
             return sum(1 for line in f if line.strip())
+    if suffix == ".txt":  # raw text: one row per paragraph, as ftlab.data reads it
+        return sum(1 for p in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n\n") if p.strip())
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         return len(data) if isinstance(data, list) else None

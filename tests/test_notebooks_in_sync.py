@@ -41,3 +41,19 @@ def test_readme_lists_every_notebook_with_its_badges():
     for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         assert f"[{nb.stem}](notebooks/{nb.name})" in readme, f"README's course table lacks {nb.name}"
         assert build.badges(nb.name) in readme, f"README's badges for {nb.name} are missing or stale"
+
+
+def test_executed_copies_match_their_notebooks_and_hold_outputs():
+    """notebooks/executed/ (notebooks/refresh_executed.py, from the CI run) has every notebook, cell for
+    cell the same source, and outputs in every notebook: what a reader on GitHub or nbviewer sees."""
+    import json
+
+    executed = NOTEBOOKS / "executed"
+    for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        copy = executed / nb.name
+        assert copy.exists(), f"notebooks/executed/{nb.name} missing: run python notebooks/refresh_executed.py"
+        cells = [("".join(c["source"]), c["cell_type"]) for c in json.loads(nb.read_text())["cells"]]
+        ran = json.loads(copy.read_text())["cells"]
+        assert [("".join(c["source"]), c["cell_type"]) for c in ran] == cells, \
+            f"notebooks/executed/{nb.name} is stale: run python notebooks/refresh_executed.py -k {nb.stem}"
+        assert sum(bool(c.get("outputs")) for c in ran if c["cell_type"] == "code") >= 3, f"{copy.name}: no outputs"

@@ -86,6 +86,38 @@ def eval_loss(model, tokenizer, rows, batch_size: int = 8, max_length: int = 512
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
+@torch.inference_mode()
+def answer_logprobs(model, tokenizer, chats, batch_size: int = 8, max_length: int = 512) -> list[float]:
+    """Summed log-probability of each chat's assistant tokens (the training loss mask) given the rest:
+    the quantity DPO, ORPO and KTO compare between a chosen and a rejected answer."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(chats), batch_size):
+        ids, attn, mask = (t.to(device) for t in _batch(chats[i:i + batch_size], tokenizer, max_length))
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (batch, length - 1, vocab)
+        token_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]  # (batch, length - 1)
+        out += (token_logp * mask[:, 1:]).sum(-1).tolist()
+    return out
+
+
+def preference_accuracy(model, tokenizer, pairs, batch_size: int = 8, max_length: int = 512) -> dict:
+    """How often `model` gives the chosen answer of each prompt/chosen/rejected pair a higher summed
+    log-probability than the rejected one: the preference methods' shared yardstick, with no reference
+    model (unlike DPO's rewards/accuracies). Returns accuracy, mean margin (nats) and the margins."""
+    for i, p in enumerate(pairs):
+        if not {"prompt", "chosen", "rejected"} <= set(p):
+            raise ValueError(f"pair {i} has {sorted(p)}, not prompt/chosen/rejected. Fix: pass preference rows")
+        if not all(isinstance(p[k], list) for k in ("prompt", "chosen", "rejected")):
+            raise ValueError(f"pair {i} holds text, not messages: the chat template decides what is scored. "
+                             "Fix: read the file with ftlab.data.read_rows, or write prompt/chosen/rejected as "
+                             "lists of {role, content} messages")
+    chosen = answer_logprobs(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size, max_length)
+    rejected = answer_logprobs(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size, max_length)
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    return {"accuracy": sum(m > 0 for m in margins) / len(margins), "mean_margin": sum(margins) / len(margins),
+            "n": len(margins), "margins": margins}
+
+
 # --- task metrics on generated answers ---------------------------------------------------------------
 
 def valid_json(prediction: str, reference: str | None = None) -> bool:

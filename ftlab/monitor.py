@@ -275,6 +275,9 @@ def diagnose(history: list[dict], *, spike_factor: float = 2.0, window: int = 5)
     history: MetricsLogger.history, LivePlot.history, trainer.state.log_history or the rows of metrics.jsonl.
     spike_factor, window: a loss more than `spike_factor` x the median of the `window` points before it is a spike.
     """
+    if series(history, "reward")[0]:  # GRPO: its loss is ~0 by construction (group-mean baseline); the reward is the curve
+        found = [_nonfinite(history), _reward_not_rising(history), _no_reward_signal(history)]
+        return [f for f in found if f]
     steps, loss = series(history, "loss")
     masked = _all_masked(steps, loss, *series(history, "eval_loss"))
     if masked:
@@ -324,6 +327,29 @@ def _not_decreasing(train) -> str | None:
     return (f"train loss did not go down ({first:.3f} at the start -> {last:.3f} at the end): raise the learning "
             "rate (LoRA usually wants 1e-4 to 3e-4) or train for more steps, and check that the labels are the "
             "answer tokens, not padding or the prompt.")
+
+
+def _reward_not_rising(history) -> str | None:
+    _, reward = series(history, "reward")
+    reward = [v for v in reward if math.isfinite(v)]
+    if len(reward) < 4:
+        return None
+    w = max(1, len(reward) // 4)  # first and last quarters, by median, as for the loss
+    first, last = statistics.median(reward[:w]), statistics.median(reward[-w:])
+    if last > first:
+        return None
+    return (f"mean reward did not rise ({first:.3f} at the start -> {last:.3f} at the end; GRPO's loss stays "
+            "near 0 whatever happens, so read the reward): train for more steps or raise the learning rate, and "
+            "check that the reward functions can tell this policy's answers apart.")
+
+
+def _no_reward_signal(history, limit: float = 0.8) -> str | None:
+    _, zero = series(history, "frac_reward_zero_std")
+    if not zero or statistics.fmean(zero) < limit:
+        return None
+    return (f"in {statistics.fmean(zero):.0%} of the groups every answer got the same reward, so their advantages "
+            "are 0 and they teach nothing: raise temperature or num_generations for more varied answers, or change "
+            "the starting policy (too weak: every reward 0; too strong: every answer right).")
 
 
 def _spikes(train, factor: float, window: int) -> str | None:

@@ -9,17 +9,20 @@ import pytest
 import torch
 
 from ftlab import generate_batch, load_model
+from ftlab.data import read_rows
 from ftlab.evaluation import (
     LM_EVAL_DIR,
     _batch,
+    answer_logprobs,
     benchmark,
     contamination,
     eval_loss,
     evaluate,
+    preference_accuracy,
     run_eval_cli,
     valid_json,
 )
-from ftlab.tasks import contains, exact_match, load_split, prompts_and_references
+from ftlab.tasks import DATA_DIR, contains, exact_match, load_split, prompts_and_references
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,31 @@ def measure_eval_loss_memory(tmp_path, rows: int, which: str = "tiny") -> dict:
 
 
 @pytest.mark.slow
+def test_answer_logprobs_and_preference_accuracy_against_a_hand_computation(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    pairs = read_rows(DATA_DIR / "dates" / "preference_test.jsonl")[:5]
+    by_hand = []
+    for p in pairs[:2]:  # the answer's tokens: after the generation prompt, up to and with <|im_end|>
+        prefix = tok.apply_chat_template(p["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
+        full = tok.apply_chat_template(p["prompt"] + p["chosen"], tokenize=True, return_dict=True)["input_ids"]
+        start, end = len(prefix["input_ids"]), max(i for i, t in enumerate(full) if t == tok.convert_tokens_to_ids("<|im_end|>"))
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].float(), -1)
+        by_hand.append(sum(logp[t - 1, full[t]].item() for t in range(start, end + 1)))
+    ours = answer_logprobs(model, tok, [p["prompt"] + p["chosen"] for p in pairs[:2]], batch_size=2)  # padded batch
+    assert ours == pytest.approx(by_hand, abs=1e-3)
+    assert all(v < 0 for v in ours)
+    result = preference_accuracy(model, tok, pairs, batch_size=3)
+    swapped = preference_accuracy(model, tok, [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs])
+    assert result["n"] == 5 and result["margins"] == pytest.approx([-m for m in swapped["margins"]], abs=1e-3)
+    assert result["accuracy"] + swapped["accuracy"] == pytest.approx(1.0)  # no ties in log-probabilities
+    assert result["accuracy"] == sum(m > 0 for m in result["margins"]) / 5
+    with pytest.raises(ValueError, match="pair 1 has .*'messages'.*not prompt/chosen/rejected"):
+        preference_accuracy(model, tok, [pairs[0], {"messages": []}])
+    with pytest.raises(ValueError, match="pair 0 holds text, not messages"):
+        preference_accuracy(model, tok, [{"prompt": "Q", "chosen": "A", "rejected": "B"}])
+
+
 def test_eval_loss_memory_stays_flat(tmp_path):
     """10x the rows, the same peak memory. A tiny model with SmolLM2's 49k vocabulary keeps this quick; the
     real model measured the same way (MEMORY_SCRIPT with 'real') is in the merge/eval report."""

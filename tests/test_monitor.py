@@ -181,6 +181,20 @@ def test_diagnose_every_label_masked():
     assert len(found) == 2 and "every label is masked" in found[0] and "eval split is masked" in found[1]
 
 
+def grpo_curve(rewards, zero_std):
+    """GRPO's log: a loss of ~0 from step 1 (the group-mean baseline), the reward, the share of flat groups."""
+    return [{"step": i + 1, "loss": 1e-8 * (-1) ** i, "reward": r, "frac_reward_zero_std": z}
+            for i, (r, z) in enumerate(zip(rewards, zero_std))]
+
+
+def test_diagnose_reads_a_grpo_run_by_its_reward_not_its_loss():
+    rising = grpo_curve([1.0 + i / 40 for i in range(40)], [0.5] * 40)
+    assert diagnose(rising) == []  # the loss neither fell nor was masked: GRPO's loss means neither
+    flat = diagnose(grpo_curve([1.5 - 0.001 * i for i in range(40)], [0.9] * 40))
+    assert len(flat) == 2 and flat[0].startswith("mean reward did not rise") and "90% of the groups" in flat[1]
+    assert "temperature or num_generations" in flat[1]
+
+
 def test_diagnose_nan():
     losses = healthy(30) + [float("nan")] * 3
     found = diagnose(curve(losses))

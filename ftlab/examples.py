@@ -3,7 +3,9 @@
 `sft_dataset(path, tokenizer, cfg)` converts the file (ftlab.data), tokenizes each chat with the chat
 template and marks the tokens that carry loss (ftlab.lossmask, the same code the loss-mask viewer shows):
 the assistant answers only, because SmolLM2's chat template has no {% generation %} markers for TRL's own
-`assistant_only_loss`. TRL makes the labels from the mask (-100 where it is 0). `dpo_dataset` keeps the
+`assistant_only_loss`. The examples carry their `labels` (-100 where the mask is 0), which TRL 1.15 and 1.16
+leave as they are: the masking does not depend on TRL rebuilding it, nor on Unsloth's runtime probe of TRL's
+collator (unsloth_zoo's `trl_collator_applies_masks`), which falls back to loss on every token when it fails. `dpo_dataset` keeps the
 conversational prompt/chosen/rejected rows DPOTrainer and ORPOTrainer read; `kto_dataset` turns them into
 KTO's answers marked desirable or undesirable (ftlab.data.unpaired). `grpo_dataset` splits each chat into the
 prompt GRPOTrainer samples answers for and the reference `answer` the reward functions compare with.
@@ -40,7 +42,8 @@ def task_rows(path, tokenizer, cfg: TrainConfig) -> list[dict]:
 
 
 def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
-    """{"input_ids", "assistant_masks"}: a chat's tokens and which carry loss (1); TRL makes the labels."""
+    """{"input_ids", "assistant_masks", "labels"}: a chat's tokens, which carry loss (1), and the labels
+    (the token where the mask is 1, -100 where it is 0)."""
     view = loss_mask(row, tokenizer)  # assistant answers + their end-of-turn token
     ids, mask = view.input_ids, view.mask
     if "completion" in row:  # prompt/completion: only the completion's tokens (not earlier assistant turns)
@@ -52,11 +55,11 @@ def sft_example(row: dict, tokenizer, cfg: TrainConfig) -> dict:
             mask = [1] * len(ids)
     elif not cfg.assistant_only_loss:
         mask = [1] * len(ids)
-    return {"input_ids": ids, "assistant_masks": mask}
+    return {"input_ids": ids, "assistant_masks": mask, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
 
 
 def sft_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
-    """Pre-tokenized SFT data; SFTTrainer builds labels (-100 where the mask is 0), truncates and packs it."""
+    """Pre-tokenized SFT data with its labels; SFTTrainer truncates and packs it."""
     return Dataset.from_list([sft_example(r, tokenizer, cfg) for r in task_rows(path, tokenizer, cfg)])
 
 
@@ -72,7 +75,7 @@ def cpt_dataset(path, tokenizer, cfg: TrainConfig) -> Dataset:
     rows = []
     for r in task_rows(path, tokenizer, cfg):
         ids = tokenizer(r["text"], add_special_tokens=False)["input_ids"] + eos
-        rows.append({"input_ids": ids, "assistant_masks": [1] * len(ids)})
+        rows.append({"input_ids": ids, "assistant_masks": [1] * len(ids), "labels": list(ids)})
     return Dataset.from_list(rows)
 
 

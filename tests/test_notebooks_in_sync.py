@@ -57,3 +57,18 @@ def test_executed_copies_match_their_notebooks_and_hold_outputs():
         assert [("".join(c["source"]), c["cell_type"]) for c in ran] == cells, \
             f"notebooks/executed/{nb.name} is stale: run python notebooks/refresh_executed.py -k {nb.stem}"
         assert sum(bool(c.get("outputs")) for c in ran if c["cell_type"] == "code") >= 3, f"{copy.name}: no outputs"
+
+
+def test_random_and_grid_tensors_in_notebooks_name_their_device():
+    """A tensor made on the CPU and multiplied with a model's weights fails on a GPU (issue 14, H3/H4):
+    every torch.randn / rand / linspace in a notebook says where it goes (device=...)."""
+    import re
+
+    made = re.compile(r"torch\.(randn|rand|linspace)\((?P<args>[^\n]*)")
+    found = []
+    for src in sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py")):
+        for number, line in enumerate(src.read_text().splitlines(), 1):
+            match = made.search(line)
+            if match and "device=" not in match["args"]:
+                found.append(f"{src.name}:{number}: {line.strip()}")
+    assert not found, "add device=<the model's device> to:\n" + "\n".join(found)

@@ -186,6 +186,18 @@ def test_completion_only_masks_earlier_assistant_turns(tokenizer):
     assert all(sft_example(row, tokenizer, off)["assistant_masks"])
 
 
+def test_examples_carry_their_labels_and_the_trainer_keeps_them(tokenizer, trained_run):
+    """The labels are ftlab's (-100 off the answers), not rebuilt by TRL or Unsloth (issue 14, M5)."""
+    row = {"messages": [{"role": "user", "content": "Date: 1 May 2020"}, {"role": "assistant", "content": "2020-05-01"}]}
+    ex = sft_example(row, tokenizer, load_config())
+    assert [t for t in ex["labels"] if t != -100] == [t for t, m in zip(ex["input_ids"], ex["assistant_masks"]) if m]
+    assert ex["labels"][0] == -100 and len(ex["labels"]) == len(ex["input_ids"])
+    first = trained_run.trainer.train_dataset[0]  # what the trainer trains on, after TRL's preparation
+    kept = [t for t in first["labels"] if t != -100]
+    assert -100 in first["labels"] and tokenizer.decode(kept).endswith("<|im_end|>"), tokenizer.decode(kept)
+    assert "Output" not in tokenizer.decode(kept) and "user" not in tokenizer.decode(kept)
+
+
 def test_chat_rows_train_on_every_assistant_turn(tokenizer):
     row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b1"},
                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d2"}]}

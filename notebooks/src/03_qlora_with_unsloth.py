@@ -39,11 +39,13 @@ print("profile:", profile(), "| runs written to", os.getcwd())
 # - `get_memory_footprint()` adds up the bytes of every parameter and buffer.
 
 # %%
+import torch
+
 from ftlab import load_model
 from ftlab.quant import nf4_config
 
 print(nf4_config())
-model32, tokenizer = load_model(verbose=False)
+model32, tokenizer = load_model(dtype=torch.float32, backend="transformers", verbose=False)  # fp32 on a GPU too
 model4, _ = load_model(load_in_4bit=True)
 fp32_mb = model32.get_memory_footprint() / 2**20
 nf4_mb = model4.get_memory_footprint() / 2**20
@@ -138,7 +140,7 @@ print(f"relative error |W4 - W| / |W| = {rel_err:.3f} | mean |error| {err.abs().
 blocks = w32.flatten().reshape(-1, state.blocksize)  # (n_blocks, 64): a block shares one scale
 scaled = blocks / blocks.abs().amax(dim=1, keepdim=True)  # in [-1, 1], what the code rounds
 fig, ax = plt.subplots(figsize=(8, 2.5))
-ax.hist(scaled.flatten().numpy(), bins=300, color="0.6")
+ax.hist(scaled.flatten().cpu().numpy(), bins=300, color="0.6")  # on the CPU for matplotlib, wherever the model is
 for level in state.code.tolist():
     ax.axvline(level, color="C1", lw=0.8)
 ax.set(xlabel="weight / block absmax", ylabel="weights", title="layer 0 down_proj and the 16 NF4 levels")
@@ -257,7 +259,7 @@ pd.DataFrame({name: {c: metrics[c] for c in columns} for name, metrics in runs.i
 
 # %%
 # Exercise default: the medium level, uniform 4-bit levels vs NF4 on the same matrix.
-levels = torch.linspace(-1, 1, 16)  # 16 evenly spaced levels in [-1, 1]
+levels = torch.linspace(-1, 1, 16, device=scaled.device)  # 16 evenly spaced levels in [-1, 1], beside the weights
 absmax = blocks.abs().amax(dim=1, keepdim=True)
 nearest = (scaled.unsqueeze(-1) - levels).abs().argmin(-1)  # (n_blocks, 64): index of the closest level
 uniform = (levels[nearest] * absmax).reshape(w32.shape)

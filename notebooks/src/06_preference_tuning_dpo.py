@@ -142,6 +142,101 @@ print("with intervals:", accuracy_line(m))
 pd.DataFrame(m["samples"]).rename(columns={"base": "SFT", "tuned": "SFT + DPO"})
 
 # %% [markdown]
+# **DPO, ORPO and KTO on the same pairs**
+# - **ORPO** (Hong et al. 2024) needs no reference model and no SFT step. Its loss is the SFT loss on the
+#   chosen answer plus `beta` x an odds-ratio term, `-log sigmoid(log odds(chosen) - log odds(rejected))`,
+#   with `odds(y) = p(y) / (1 - p(y))` and `p(y)` the answer's mean per-token probability. So it starts
+#   from the instruct model and, in the full profile, gets the SFT and DPO steps together as its budget
+#   (the small profile, for CI, gives ORPO 4 steps and KTO 2; the table's `train s` shows what they cost).
+#   TRL keeps it in `trl.experimental.orpo`; ftlab imports it from there and stops with a message if a
+#   TRL lacks it.
+# - **KTO** (Ethayarajh et al. 2024) needs no pairs: each answer is only marked desirable or undesirable,
+#   and the loss pushes the policy's log-ratio to the reference up for the first and down for the second.
+#   It starts from the merged SFT model, like DPO, with the same reference (the adapter off).
+#   `ftlab.data.unpaired` turns each pair into two such rows (below): data you can collect with a thumbs
+#   up or down, with no second answer to write.
+# - One yardstick for all: `preference_accuracy`, the share of the 50 held-out pairs in which a model gives
+#   the chosen answer the higher log-probability. It needs no reference model, so it compares models whose
+#   references differ; and exact match on the same test rows as above.
+
+# %%
+from ftlab.data import unpaired
+
+pd.DataFrame([{"prompt": r["prompt"][-1]["content"].splitlines()[-1], "completion": r["completion"][0]["content"],
+               "label (desirable?)": r["label"]} for r in unpaired(pairs[:3])])
+
+# %%
+from ftlab.evaluation import preference_accuracy, wilson
+from ftlab.merge import disabled
+
+held_out = read_rows(DATA_DIR / "dates" / "preference_test.jsonl")  # 50 pairs no run trains on
+PAIRS_FILE = DATA_DIR / "dates" / "preference_train.jsonl"
+sft_steps, dpo_steps = sft_metrics["steps"], dpo.config.max_steps
+ranked, rows = {}, {}
+
+
+def add_row(name, starts_from, reference, steps, seconds, exact):
+    rows[name] = {"starts from": starts_from, "reference model": reference, "steps": steps,
+                  "train s": seconds, f"exact match ({n_test} test rows)": exact,
+                  "held-out pairs ranked right": ranked[name]["accuracy"],
+                  "mean margin (nats)": ranked[name]["mean_margin"]}
+
+
+with disabled(dpo.model):  # DPO's adapter off: the merged SFT model, DPO's (and KTO's) reference
+    ranked["SFT"] = preference_accuracy(dpo.model.eval(), dpo.tokenizer, held_out)
+ranked["SFT + DPO"] = preference_accuracy(dpo.model, dpo.tokenizer, held_out)
+del dpo  # its figures are kept; the model's memory goes back before the next run
+release_memory()
+
+orpo = train(load_config("dates_smoke", [  # from the instruct model: SFT and preference in one stage
+    "task=orpo", "output_dir=runs/06_orpo", f"train_file={PAIRS_FILE}", "eval_file=null", f"test_limit={n_test}",
+    f"max_steps={pick(small=4, full=sft_steps + dpo_steps)}", "learning_rate=5e-4", "beta=0.1", "max_length=128",
+    "logging_steps=1", "save_steps=1000"]))
+with disabled(orpo.model):  # ORPO's adapter off: the instruct model it started from
+    ranked["instruct"] = preference_accuracy(orpo.model.eval(), orpo.tokenizer, held_out)
+ranked["ORPO"] = preference_accuracy(orpo.model, orpo.tokenizer, held_out)
+orpo_type, om = type(orpo.trainer).__name__, orpo.metrics
+del orpo
+release_memory()
+
+kto = train(load_config("dates_smoke", [  # on the merged SFT model, like DPO; the pairs split into two rows each
+    "task=kto", "model=runs/06_sft_merged", "output_dir=runs/06_kto", f"train_file={PAIRS_FILE}",
+    "eval_file=null", f"test_limit={n_test}", f"max_steps={pick(small=2, full=dpo_steps)}", "learning_rate=5e-4",
+    "beta=0.1",
+    "max_length=128", "logging_steps=1", "save_steps=1000"]))
+ranked["SFT + KTO"] = preference_accuracy(kto.model.eval(), kto.tokenizer, held_out)
+kto_type, kto_rows, km = type(kto.trainer).__name__, len(kto.trainer.train_dataset), kto.metrics
+del kto
+release_memory()
+
+add_row("instruct", "-", "-", 0, 0.0, sft_metrics["base_exact_match"])
+add_row("SFT", "instruct", "-", sft_steps, sft_metrics["train_time_s"], sft_metrics["tuned_exact_match"])
+add_row("SFT + DPO", "SFT, merged", "SFT (adapter off)", sft_steps + dpo_steps,
+        sft_metrics["train_time_s"] + m["train_time_s"], m["tuned_exact_match"])
+add_row("ORPO", "instruct", "none", om["steps"], om["train_time_s"], om["tuned_exact_match"])
+add_row("SFT + KTO", "SFT, merged", "SFT (adapter off)", sft_steps + km["steps"],
+        sft_metrics["train_time_s"] + km["train_time_s"], km["tuned_exact_match"])
+methods = pd.DataFrame.from_dict(rows, orient="index")
+print(f"{orpo_type}, {kto_type} ({kto_rows} unpaired rows from {len(pairs)} pairs); held-out pairs: {len(held_out)}")
+methods.style.format({"train s": "{:.0f}", f"exact match ({n_test} test rows)": "{:.0%}",
+                      "held-out pairs ranked right": "{:.0%}", "mean margin (nats)": "{:+.2f}"})
+
+# %% [markdown]
+# **Reading the table**
+# - Steps and seconds count the SFT stage too for the two-stage recipes, so the rows cost what they say.
+# - The cell below reads this run's table: which recipe ranks most held-out pairs right, how far each
+#   moved the margin from its own starting point, and how wide the exact-match intervals are at this n.
+
+# %%
+acc, margin = methods["held-out pairs ranked right"], methods["mean margin (nats)"]
+print("held-out pairs ranked right, best first: " + ", ".join(f"{k} {v:.0%}" for k, v in acc.sort_values(ascending=False).items()))
+for name, start in [("SFT + DPO", "SFT"), ("SFT + KTO", "SFT"), ("ORPO", "instruct")]:
+    print(f"{name}: mean margin {margin[start]:+.2f} -> {margin[name]:+.2f} nats (from {start})")
+lo, hi = wilson(round(acc.max() * len(held_out)), len(held_out))
+print(f"with {len(held_out)} pairs, the best share's 95% interval is [{lo:.0%}, {hi:.0%}]; exact match on "
+      f"{n_test} rows moves in steps of {1 / n_test:.0%}: differences smaller than these are noise")
+
+# %% [markdown]
 # **Exercise** (pick a level)
 # - *Easy*: rerun the DPO cell with `beta=0.5` and then `beta=0.02`. How do the margins and the
 #   answers change?
@@ -152,7 +247,8 @@ pd.DataFrame(m["samples"]).rename(columns={"base": "SFT", "tuned": "SFT + DPO"})
 #   DPO alone teach the format? Compare exact match.
 
 # %%
-# Exercise default: the medium level's first step, the held-out pairs grouped by kind of mistake.
+# Exercise default: the medium level, answered for SFT + DPO: per kind of mistake, how often the chosen
+# answer gets the higher log-probability (preference_accuracy's margins, one per held-out pair).
 def kind(pair):
     chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
     if chosen in rejected:
@@ -162,8 +258,8 @@ def kind(pair):
     return "swap or off by one"
 
 
-held_out = read_rows(DATA_DIR / "dates" / "preference_test.jsonl")
-pd.Series([kind(p) for p in held_out]).value_counts()
+by_kind = pd.DataFrame({"kind": [kind(p) for p in held_out], "ranked right": [x > 0 for x in ranked["SFT + DPO"]["margins"]]})
+by_kind.groupby("kind")["ranked right"].agg(["mean", "count"])
 
 # %% [markdown]
 # **Questions**
@@ -174,8 +270,11 @@ pd.Series([kind(p) for p in held_out]).value_counts()
 
 # %%
 # The lesson's own check: DPO ran on preference pairs and pushed chosen above rejected.
-assert m["task"] == "dpo" and m["steps"] == dpo.config.max_steps
+assert m["task"] == "dpo" and m["steps"] == dpo_steps
 assert abs(logs["rewards/margins"].iloc[0]) < 1e-3  # step 1: the policy is the reference
 assert logs["rewards/margins"].iloc[-3:].mean() > 0, logs["rewards/margins"]
 assert final["eval_rewards/margins"] > 0 and final["eval_rewards/accuracies"] > 0.5, final
+assert (orpo_type, kto_type) == ("ORPOTrainer", "KTOTrainer") and kto_rows == 2 * len(pairs), (orpo_type, kto_rows)
+assert om["task"] == "orpo" and om["steps"] == pick(small=4, full=sft_steps + dpo_steps) and km["task"] == "kto", (om, km)
+assert all(r["n"] == len(held_out) == 50 for r in ranked.values()), {k: r["n"] for k, r in ranked.items()}
 print("notebook check passed")

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 07 · Beyond LoRA: IA3, prefix and prompt tuning, DoRA, full fine-tuning
+# # 07 · Beyond LoRA: IA3, prefix and prompt tuning, adapter layers, DoRA, full fine-tuning; continued pretraining
 # {badges}
 #
 # {runtime}
@@ -8,13 +8,15 @@
 # - name what each method trains: virtual tokens, per-layer vectors, low-rank matrices, or everything;
 # - run them all on the same task with the same step budget, changing one config key (`method=`);
 # - compare trainable parameters, peak memory, time, eval loss and exact match in one table;
-# - pick a method for a job from those numbers.
+# - pick a method for a job from those numbers;
+# - see, by timing generation, why LoRA displaced the adapter layers it came after;
+# - adapt a model to raw text (continued pretraining) and read the perplexity before and after.
 #
 # **Binder (2 GB) may not run this notebook.** Measured in the small profile on 2026-11-22: 2,743 MB
 # with full fine-tuning. Under 3 GB the notebook leaves full fine-tuning out; that mode's peak is not
 # measured yet. Colab, Kaggle or a machine with 4 GB run all of it.
 #
-# **Where the code is**: `ftlab.adapters` (every method's PEFT config), `ftlab.training`, `ftlab.hardware` (peak memory). Read any function with `??` (e.g. `train??`).
+# **Where the code is**: `ftlab.adapters` (every method's PEFT config), `ftlab.bottleneck` (adapter layers), `ftlab.training`, `ftlab.hardware` (peak memory). Read any function with `??` (e.g. `train??`).
 
 # %%
 # {install}
@@ -38,6 +40,9 @@ print("profile:", profile(), "| data in", DATA_DIR, "| runs written to", os.getc
 # - `prompt`: prompt tuning, 20 trained input embeddings ("virtual tokens") before every prompt.
 # - `prefix`: prefix tuning, 20 trained key/value vectors in *every* attention layer.
 # - `ia3`: one trained scaling vector per targeted layer, multiplying its activations.
+# - `adapter`: adapter layers (Houlsby et al. 2019), the first PEFT method: a small block
+#   h -> h + up(gelu(down(h))) after the attention and the MLP of every layer, `r` wide (8 here), starting as
+#   the identity. PEFT has none, so ftlab holds one (`ftlab.bottleneck`, 150 lines: read it with `??`).
 # - `lora`: low-rank matrices B x A added to every linear layer (notebooks 01-02).
 # - `dora`: LoRA that learns each weight column's magnitude and direction apart.
 # - `full`: every weight of the model trains.
@@ -52,12 +57,13 @@ from ftlab.config import load_config
 from ftlab.hardware import memory_bytes
 from ftlab.tasks import load_split
 
-METHODS = ["prompt", "prefix", "ia3", "lora", "dora", "full"]
+METHODS = ["prompt", "prefix", "ia3", "adapter", "lora", "dora", "full"]
 if memory_bytes() < 3 * 2**30:  # Binder gives 2 GB; full FT alone holds 1.1 GB of fp32 weights + gradients
     METHODS.remove("full")
     print(f"this machine gives {memory_bytes() / 2**30:.1f} GB: full fine-tuning (fp32 weights and gradients "
           "alone: 1.1 GB) is left out; run this notebook on Colab or Kaggle to see it")
-LEARNING_RATE = {"prompt": 3e-2, "prefix": 1e-2, "ia3": 1e-2, "lora": 1e-3, "dora": 1e-3, "full": 5e-5}
+LEARNING_RATE = {"prompt": 3e-2, "prefix": 1e-2, "ia3": 1e-2, "adapter": 1e-3, "lora": 1e-3, "dora": 1e-3,
+                 "full": 5e-5}
 steps = pick(small=4, full=80)  # the same step budget for every method
 val_file = Path("runs/07/validation.jsonl")  # held-out rows for the eval loss: a few in the small profile
 val_file.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +160,106 @@ print("eval loss after the same steps, best first: "
 print(f"LoRA trains {counts['lora'] / counts['ia3']:.0f}x IA3's weights; "
       f"DoRA's steps took {secs['dora'] / secs['lora']:.2f}x LoRA's time")
 
-#
+
+# %% [markdown]
+# **Why LoRA displaced adapter layers: time at inference**
+# - LoRA's update B A is linear, so it can be added into W once (`merge_and_unload`): the merged model is
+#   the base model's architecture, with no extra work per token. An adapter layer has a gelu between its
+#   two matrices, so it cannot be folded into any weight: it runs at every layer for every token.
+# - Measured below: greedy decoding of the same prompt to exactly `n_new` tokens (best of 3), for the base
+#   model, LoRA before and after merging, and the adapter layers, from the run folders the loop wrote.
+
+# %%
+import time
+
+import torch
+from peft import PeftModel
+
+from ftlab import load_model
+from ftlab.bottleneck import load_bottlenecks
+
+n_new = pick(small=24, full=64)
+
+
+def decode_ms(model, tokenizer, repeats=3):
+    """Milliseconds per generated token, best of `repeats`, decoding exactly n_new tokens greedily."""
+    enc = tokenizer.apply_chat_template([{"role": "user", "content": test_rows[0]["messages"][0]["content"]}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = model.generate(**enc, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            best = min(best, time.perf_counter() - start)
+    return {"ms per token": 1000 * best / n_new, "tokens": out.shape[1] - enc["input_ids"].shape[1]}
+
+
+release_memory()
+base, tokenizer = load_model(verbose=False)
+timings = {"base model": decode_ms(base.eval(), tokenizer)}
+lora = PeftModel.from_pretrained(base, "runs/07/lora").eval()
+timings["LoRA, unmerged"] = decode_ms(lora, tokenizer)
+timings["LoRA, merged"] = decode_ms(lora.merge_and_unload().eval(), tokenizer)  # the base's own architecture again
+del base, lora
+release_memory()
+adapted, _ = load_model(verbose=False)
+timings["adapter layers (cannot merge)"] = decode_ms(load_bottlenecks(adapted, "runs/07/adapter").eval(), tokenizer)
+del adapted
+gen_ms = pd.DataFrame(timings).T
+gen_ms["vs base"] = gen_ms["ms per token"] / gen_ms.loc["base model", "ms per token"]
+gen_ms.style.format({"ms per token": "{:.1f}", "tokens": "{:.0f}", "vs base": "{:.2f}x"})
+
+# %% [markdown]
+# - Read the ratios, not the milliseconds (those depend on the processor). Merged LoRA should cost what
+#   the base costs; unmerged LoRA and the adapter layers both pay for extra matrix products at every layer
+#   and every token, and only LoRA can be rid of them by merging. The cell prints this run's ratios.
+
+# %%
+ratio = gen_ms["vs base"]
+print(f"per token, vs the base model: LoRA unmerged {ratio['LoRA, unmerged']:.2f}x, LoRA merged "
+      f"{ratio['LoRA, merged']:.2f}x, adapter layers {ratio['adapter layers (cannot merge)']:.2f}x")
+
+# %% [markdown]
+# **Continued pretraining on raw text**
+# - Every run so far taught a *task* from chats, with the loss on the answers only. Continued pretraining
+#   (`task=cpt`) teaches a *domain*: raw text, the loss on every token, the rows packed end to end into
+#   `max_length` windows (no padding). It is how a model learns a field's vocabulary and style before
+#   any instruction tuning (Unsloth's CPT notebooks, LLaMA-Factory's "pt" stage).
+# - The `text` format: a `.txt` file, one row per paragraph (blank lines between), or `{"text": ...}`
+#   rows in JSONL. The corpus here is the harbour log of Varnholm, an invented port
+#   (`data/text/make_corpus.py` writes it), so the model has never seen its names or its way of writing.
+# - The measure: perplexity (exp of the mean loss per token) on held-out entries, before and after.
+
+# %%
+from ftlab.data import read_rows
+from ftlab.report import perplexity_line
+
+corpus = read_rows(DATA_DIR / "text" / "train.txt")
+print(f"{len(corpus)} paragraphs; the first:", corpus[0]["text"], sep="\n")
+cpt = train(load_config("dates_smoke", [
+    "task=cpt", f"train_file={DATA_DIR / 'text' / 'train.txt'}", f"test_file={DATA_DIR / 'text' / 'test.txt'}",
+    "eval_file=null", f"test_limit={pick(small=10, full=30)}", f"max_steps={pick(small=6, full=60)}",
+    f"max_length={pick(small=64, full=256)}", "learning_rate=2e-3", "output_dir=runs/07_cpt", "save_steps=1000"]))
+cpt_m = cpt.metrics
+print(perplexity_line(cpt_m))
+
+# %% [markdown]
+# - The same opening of a log entry, continued by the base model (adapter off) and by the adapted one:
+
+# %%
+opening = "Entered this day, day 3 of month 5, 1802. The"
+enc = cpt.tokenizer(opening, return_tensors="pt")
+with torch.inference_mode():
+    with disabled(cpt.model):
+        before = cpt.model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=cpt.tokenizer.pad_token_id)
+    after = cpt.model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=cpt.tokenizer.pad_token_id)
+for who, ids in [("base", before), ("after CPT", after)]:
+    print(f"{who}: {opening}{cpt.tokenizer.decode(ids[0, enc['input_ids'].shape[1]:], skip_special_tokens=True)}")
+del cpt
+release_memory()
+
+# %% [markdown]
 # **Exercise** (pick a level)
 # - *Easy*: give LoRA `r=2` and `r=64` (two more runs) and add them to the table. Where does the rank
 #   stop mattering on this task?
@@ -173,7 +278,10 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 #    the factor). When would that be worth its lower capacity?
 # 2. Why do prompt and prefix tuning not work with sequence packing (ftlab refuses the combination)?
 # 3. Full fine-tuning wants a learning rate ~20x smaller than LoRA. Why?
-# 4. Several tasks, one base model: which of these methods let you serve all tasks from one copy of
+# 4. Adapter layers cannot be merged, LoRA can. When does that not matter (think of serving many tasks)?
+# 5. Continued pretraining puts the loss on every token. What happens to the model's chat behaviour, and
+#    how do recipes get it back?
+# 6. Several tasks, one base model: which of these methods let you serve all tasks from one copy of
 #    the base weights?
 
 # %%
@@ -181,7 +289,9 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 assert list(table.index) == METHODS and table["eval loss"].notna().all(), table
 counts = table["trainable"]
 assert counts["prompt"] < counts["prefix"] < counts["lora"] < counts["dora"], counts
-assert counts["ia3"] < counts["lora"], counts
+assert counts["ia3"] < counts["adapter"] < counts["lora"], counts
+assert gen_ms.loc["adapter layers (cannot merge)", "tokens"] == gen_ms.loc["base model", "tokens"] == n_new, gen_ms
+assert cpt_m["task"] == "cpt" and cpt_m["tuned_perplexity"] < cpt_m["base_perplexity"], cpt_m
 if "full" in METHODS:  # left out under 3 GB of memory
     assert counts["dora"] < counts["full"] and table.loc["full", "trainable %"] == 100.0, table.loc["full"]
 assert table.loc["lora", "eval loss"] < base_loss, (table.loc["lora", "eval loss"], base_loss)

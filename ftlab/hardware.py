@@ -13,6 +13,7 @@ import importlib.util
 import os
 import resource
 import shutil
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,24 @@ def cuda_bf16_supported() -> bool:
 
 
 def unsloth_importable() -> bool:
+    """Unsloth is installed and not switched off with FTLAB_UNSLOTH=0 (a plain PEFT process on a GPU that has it:
+    Unsloth patches transformers, PEFT and TRL for the whole process once imported)."""
+    if os.environ.get("FTLAB_UNSLOTH", "1").lower() in ("0", "false", "no", "off"):
+        return False
     return importlib.util.find_spec("unsloth") is not None
+
+
+def import_unsloth_first() -> bool:
+    """Import Unsloth now when backend='auto' resolves to it (a CUDA GPU of compute capability 7.0 or newer, Unsloth
+    installed), before ftlab loads transformers, PEFT or TRL: Unsloth patches them on import and warns when they came
+    first. Elsewhere (a CPU, no Unsloth, FTLAB_UNSLOTH=0) nothing is imported. True when Unsloth is loaded."""
+    if "unsloth" in sys.modules:
+        return True
+    if not unsloth_importable() or choose_backend("auto")[0] != "unsloth":
+        return False
+    import unsloth  # noqa: F401  (its import is the point: it patches transformers, PEFT and TRL)
+
+    return True
 
 
 def bitsandbytes_usable() -> tuple[bool, str]:
@@ -124,7 +142,8 @@ def choose_backend(backend: str = "auto", capability: tuple[int, int] | None = N
         if not has_cuda:
             raise RuntimeError("backend='unsloth' needs a CUDA GPU and none was found: use backend='transformers'")
         if not has_unsloth:
-            raise RuntimeError("backend='unsloth' but Unsloth is not installed: pip install 'ftlab[unsloth]'")
+            raise RuntimeError("backend='unsloth' but Unsloth is not installed (or FTLAB_UNSLOTH=0 switches it off): "
+                               "pip install 'ftlab[unsloth]'")
         if old_gpu:
             raise RuntimeError(f"backend='unsloth': {old_gpu}, or use backend='transformers'")
         return "unsloth", "Unsloth (asked for)"

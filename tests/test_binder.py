@@ -1,4 +1,4 @@
-"""Binder: a fresh virtual environment built from binder/ alone runs the course's first notebook in under 2 GB.
+"""Binder: a fresh virtual environment built from binder/ alone runs a course notebook in under 2 GB.
 
 What repo2docker does, minus Docker: install binder/requirements.txt, run binder/postBuild from the repo
 root, then execute a notebook with binder/start's environment. nbclient and ipykernel stand in for the
@@ -12,9 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER_LIMIT_MB = 2048
-NOTEBOOK = "notebooks/00_setup_and_tour.ipynb"  # the install path and the embedded model, in a few minutes.
-# Every notebook's peak against the 2 GB is checked by tests/test_course_from_wheel.py (same kernel set-up,
-# binder/start's small profile), so this test need not train a second time.
+NOTEBOOK = "notebooks/01_formatting_data.ipynb"  # ftlab imported from Binder's install, in seconds.
+# What this test adds is Binder's install path (requirements.txt, postBuild, start). Every notebook's run and
+# peak against the 2 GB is checked by tests/test_course_from_wheel.py (same kernel set-up, binder/start's
+# small profile), so this test need not load or train the model a second time (with notebook 00 it took
+# 179 s of CI's time on an AMX Xeon).
 
 
 @pytest.mark.slow
@@ -28,4 +30,4 @@ def test_fresh_binder_environment_runs_a_notebook_under_2gb(new_venv, notebook_p
     work.mkdir()
     peak, _ = notebook_peak_mb(ROOT / NOTEBOOK, work, python=venv.python, env=venv.env)
     print(f"{NOTEBOOK} in a fresh Binder environment: kernel peak RSS {peak:.0f} MB")
-    assert 200 < peak < BINDER_LIMIT_MB
+    assert 100 < peak < BINDER_LIMIT_MB

@@ -3,6 +3,11 @@ QLoRA training, the adapter reloaded by plain PEFT, merging with the fidelity ch
 
 Skipped without CUDA (CI has none); `benchmarks/gpu_smoke.sh` runs this file on a GPU machine. The choice
 logic (fp16 on a T4, bf16 on Ampere and newer) is covered on CPU by tests/test_hardware.py.
+
+One backend per process: once imported, Unsloth patches transformers, PEFT and TRL for the whole process, so
+a "plain PEFT" test after an Unsloth test would not be plain. Where Unsloth is installed this file tests it
+(ftlab imports it first); `FTLAB_UNSLOTH=0 pytest tests/test_gpu.py` tests plain PEFT + bitsandbytes in a
+process Unsloth never enters. gpu_smoke.sh runs both.
 """
 
 import json
@@ -20,7 +25,15 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow,
 
 ROOT = Path(__file__).resolve().parent.parent
 DATES = ROOT / "data" / "dates"
-BACKENDS = ["transformers"] + (["unsloth"] if __import__("importlib").util.find_spec("unsloth") else [])
+
+import ftlab  # noqa: E402,F401  (before anything else loads transformers: on an Unsloth GPU it imports Unsloth first)
+from ftlab.hardware import unsloth_importable  # noqa: E402
+
+BACKENDS = ["unsloth"] if unsloth_importable() else ["transformers"]
+
+
+def test_this_process_runs_one_backend():
+    assert ("unsloth" in sys.modules) == (BACKENDS == ["unsloth"]), BACKENDS
 
 
 def test_precision_matches_this_gpu():

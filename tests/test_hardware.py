@@ -1,3 +1,4 @@
+import json
 import os
 import platform
 
@@ -108,3 +109,36 @@ def test_models_go_to_this_process_gpu(monkeypatch):
     assert default_device_map() == {"": 0}
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert default_device_map() == {"": 1}
+
+
+UNSLOTH_STAND_IN = """import json, os, sys
+with open(os.environ["PROBE"], "w") as f:  # what was loaded before Unsloth: it patches these on import
+    json.dump({name: name in sys.modules for name in ("transformers", "peft", "trl")}, f)
+"""
+
+
+@pytest.mark.parametrize("capability, switch, imported_first", [
+    ((8, 0), None, True),    # an A100-class GPU with Unsloth: auto picks it, so it comes first
+    ((8, 0), "0", False),    # FTLAB_UNSLOTH=0: a plain PEFT process on the same machine
+    ((6, 0), None, False),   # a P100: auto takes transformers + PEFT, Unsloth stays out of the process
+])
+def test_unsloth_is_imported_before_transformers_where_auto_picks_it(tmp_path, capability, switch, imported_first):
+    import subprocess
+    import sys
+
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(UNSLOTH_STAND_IN)
+    probe = tmp_path / "probe.json"
+    env = {k: v for k, v in os.environ.items() if k != "FTLAB_UNSLOTH"}
+    env |= {"PYTHONPATH": f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}", "PROBE": str(probe)}
+    if switch is not None:
+        env["FTLAB_UNSLOTH"] = switch
+    fake_gpu = ("import torch; torch.cuda.is_available = lambda: True; "
+                f"torch.cuda.get_device_capability = lambda device=None: {capability}; "
+                "import ftlab.models")  # a notebook's first ftlab import, which loads transformers
+    done = subprocess.run([sys.executable, "-c", fake_gpu], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if imported_first:
+        assert json.loads(probe.read_text()) == {"transformers": False, "peft": False, "trl": False}
+    else:
+        assert not probe.exists(), probe.read_text()

@@ -224,6 +224,11 @@ print(f"{m['train_time_s']:.0f} s training, {m['tokens_per_s']:.0f} tokens/s, "
 #   weigh far more: read the table below as this job's figures, not as a measure of that claim.
 # - It needs a CUDA GPU. Here the cell runs the identical config with `backend=unsloth` and puts both
 #   runs side by side; on a CPU (or without `pip install 'ftlab[unsloth]'`) it says so and skips.
+# - Once imported, Unsloth patches transformers, PEFT and TRL for the whole process, and it asks to be
+#   imported before them: on a GPU where it is installed, `import ftlab` imports it first (in your own
+#   code, put `import unsloth` above `import transformers`). So in one kernel the PEFT row also ran
+#   patched; for a plain PEFT run, start a fresh process with `FTLAB_UNSLOTH=0`
+#   (`!FTLAB_UNSLOTH=0 ftlab train ...`), which keeps Unsloth out of it.
 
 # %%
 from ftlab.hardware import choose_backend

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow,
 ROOT = Path(__file__).resolve().parent.parent
 DATES = ROOT / "data" / "dates"
 
-import ftlab  # noqa: E402,F401  (before anything else loads transformers: on an Unsloth GPU it imports Unsloth first)
-from ftlab.hardware import unsloth_importable  # noqa: E402
+import ftlab  # noqa: F401  (before anything else loads transformers: on an Unsloth GPU it imports Unsloth first)
+from ftlab.hardware import unsloth_importable
 
 BACKENDS = ["unsloth"] if unsloth_importable() else ["transformers"]
 

@@ -1,8 +1,10 @@
 """Peak memory of every course notebook in the small profile: does each fit Binder's 2 GB?
 
 Each notebook runs top to bottom in its own process (nbclient + a fresh ipykernel) under binder/start, so
-with Binder's environment (small profile); that process reports its children's peak
-RSS, i.e. the kernel's or a `!ftlab` command's. One line per notebook, then the largest.
+with Binder's environment (small profile), and with FTLAB_MEMORY_LIMIT_MB=2048: ftlab plans for Binder's 2 GB
+(its cgroup limit, which a machine without one lacks), e.g. fp32 rather than bf16 autocast on a CPU. That
+process reports its children's peak RSS, i.e. the kernel's or a `!ftlab` command's. One line per notebook,
+then the largest.
 
   python benchmarks/notebook_memory.py                 # every notebook (~15 min on 2 cores)
   python benchmarks/notebook_memory.py 02_lora 03      # the notebooks whose names start so
@@ -32,14 +34,16 @@ print("PEAK " + json.dumps(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrs
 """
 
 
-def notebook_peak_mb(path: Path, workdir: Path, python: str = sys.executable,
-                     env: dict | None = None, save_to: Path | None = None) -> tuple[float, float]:
+def notebook_peak_mb(path: Path, workdir: Path, python: str = sys.executable, env: dict | None = None,
+                     save_to: Path | None = None, as_binder: bool = True) -> tuple[float, float]:
     """(kernel peak RSS in MB, seconds) for one notebook, run by `python` in a fresh process and kernel.
 
     python: an interpreter with nbclient and ipykernel (tests/test_binder.py passes a fresh Binder venv's).
-    save_to: write the executed notebook, with its outputs, there."""
+    save_to: write the executed notebook, with its outputs, there. as_binder: ftlab sees Binder's 2 GB limit
+    (False: the machine's memory, as on Colab's CPU runtime)."""
     base = os.environ if env is None else env
-    env = {**base, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    binder = {"FTLAB_MEMORY_LIMIT_MB": str(BINDER_LIMIT_MB)} if as_binder else {}
+    env = {**binder, **base, "FTLAB_PROFILE": "small", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            # the notebooks' `!ftlab ...` cells need this interpreter's scripts, as in an activated venv
            "PATH": f"{Path(python).parent}{os.pathsep}{base.get('PATH', '')}"}
     start = time.perf_counter()

@@ -85,12 +85,19 @@ class Precision:
     reason: str
 
 
+# bf16 autocast on a CPU peaks higher than fp32: notebook 02 (small profile) peaked at 2,444 MB in bf16 on an
+# AMX Xeon (CI, 2026-12-02) and at 1,500 MB in fp32 on an AVX2 EPYC (the same day). Under this much memory
+# (Binder gives 2 GB) a CPU with bf16 trains in fp32 unless the config asks for bf16.
+CPU_BF16_MIN_MEMORY = 4 * 2**30
+
+
 def choose_precision(
     cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None,
-    bf16: bool | None = None,
+    bf16: bool | None = None, memory: int | None = None,
 ) -> Precision:
-    """Pick the training precision. bf16: the config's setting (None: where the hardware has it; False: no
-    bf16 anywhere; True: bf16 or an error). cuda, cuda_bf16, cpu_bf16 exist so tests can fake a machine."""
+    """Pick the training precision. bf16: the config's setting (None: where the hardware has it and, on a CPU,
+    at least CPU_BF16_MIN_MEMORY of memory; False: no bf16 anywhere; True: bf16 or an error).
+    cuda, cuda_bf16, cpu_bf16, memory (bytes) exist so tests can fake a machine."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         cuda_bf16 = cuda_bf16_supported() if cuda_bf16 is None else cuda_bf16
@@ -107,6 +114,11 @@ def choose_precision(
                          "bf16 would be emulated, slower than fp32. Fix: bf16=null or bf16=false")
     if bf16 is False:
         return Precision(False, False, False, "bf16=false: training in fp32 on CPU (exact, slower)")
+    memory = memory_bytes() if memory is None else memory
+    if cpu_bf16 and bf16 is None and memory < CPU_BF16_MIN_MEMORY:
+        return Precision(False, False, False, f"CPU has bf16 instructions, but this process may use "
+                         f"{memory / 2**30:.1f} GB: training in fp32, whose peak memory is lower (bf16 autocast "
+                         f"needs {CPU_BF16_MIN_MEMORY / 2**30:.0f} GB; bf16=true forces it)")
     if cpu_bf16:
         return Precision(False, False, True, "CPU has bf16 instructions: bf16 autocast on CPU (fp32 master weights)")
     return Precision(False, False, False, "CPU without bf16 instructions: training in fp32")
@@ -174,8 +186,12 @@ def cgroup_memory_limit_files(proc_cgroup: str = "/proc/self/cgroup", root: str 
     return files + [f"{root}/memory.max", f"{root}/memory/memory.limit_in_bytes"]
 
 
+MEMORY_LIMIT_VAR = "FTLAB_MEMORY_LIMIT_MB"
+
+
 def memory_bytes(meminfo: str = "/proc/meminfo", limits: list[str] | None = None) -> int:
-    """RAM this process may use: the machine's, or less where a container limits it (Binder: 2 GB).
+    """RAM this process may use: the machine's, or less where a container limits it (Binder: 2 GB), or less
+    where FTLAB_MEMORY_LIMIT_MB says (the notebook tests act as Binder with it; a learner can cap ftlab's plans).
 
     /proc/meminfo shows the host's memory inside a container, so the cgroup limits are read too."""
     with open(meminfo) as f:  # first line: "MemTotal:  24684096 kB"
@@ -188,6 +204,11 @@ def memory_bytes(meminfo: str = "/proc/meminfo", limits: list[str] | None = None
             continue
         if value.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
             total = min(total, int(value))
+    cap = os.environ.get(MEMORY_LIMIT_VAR, "").strip()
+    if cap:
+        if not cap.isdigit():
+            raise ValueError(f"{MEMORY_LIMIT_VAR}={cap!r}: give whole megabytes (e.g. 2048), or unset it")
+        total = min(total, int(cap) * 2**20)
     return total
 
 

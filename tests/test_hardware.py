@@ -19,9 +19,32 @@ def test_ampere_gets_bf16():
 
 
 def test_cpu_with_and_without_bf16():
-    assert choose_precision(cuda=False, cpu_bf16=True).cpu_autocast_bf16
-    plain = choose_precision(cuda=False, cpu_bf16=False)
+    assert choose_precision(cuda=False, cpu_bf16=True, memory=24 * 2**30).cpu_autocast_bf16
+    plain = choose_precision(cuda=False, cpu_bf16=False, memory=24 * 2**30)
     assert (plain.bf16, plain.fp16, plain.cpu_autocast_bf16) == (False, False, False)
+
+
+def test_cpu_bf16_under_little_memory_trains_in_fp32_unless_asked():
+    binder = 2 * 2**30
+    p = choose_precision(cuda=False, cpu_bf16=True, memory=binder)
+    assert not p.cpu_autocast_bf16 and "2.0 GB" in p.reason and "bf16=true" in p.reason, p.reason
+    assert choose_precision(cuda=False, cpu_bf16=True, memory=binder, bf16=True).cpu_autocast_bf16  # asked for
+    assert choose_precision(cuda=False, cpu_bf16=True, memory=4 * 2**30).cpu_autocast_bf16  # the threshold
+    assert choose_precision(cuda=True, cuda_bf16=True, memory=binder).bf16  # a GPU's memory is its own
+
+
+def test_memory_limit_variable_caps_the_machine(tmp_path, monkeypatch):
+    from ftlab.hardware import memory_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684096 kB\n")
+    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "2048")
+    assert memory_bytes(str(meminfo), limits=()) == 2 * 2**30
+    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "999999")  # above the machine's: the machine's
+    assert memory_bytes(str(meminfo), limits=()) == 24684096 * 1024
+    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "2 GB")
+    with pytest.raises(ValueError, match="FTLAB_MEMORY_LIMIT_MB='2 GB': give whole megabytes"):
+        memory_bytes(str(meminfo), limits=())
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU machine's choice")

@@ -17,10 +17,12 @@ CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.prefli
 # The quick tests of the modules that call transformers, PEFT and TRL (one place per library API, STYLE.md):
 # where a rename at the lower end would break. The pure-Python ones (data formats, layers, install cell,
 # notebooks in sync) do not depend on those versions, and CI's time goes to the notebooks instead.
-# The modules whose own code calls those APIs (loading, adapters, merging, the trainer and its dataset); the
-# front ends (panels, estimation) and evaluation reach them only through these. 450 s of CI's time with all ten.
+# Of those, the modules whose own code calls the libraries: loading and generation (test_models, test_merge),
+# adapters, merging, the trainer and its dataset, and the shapes read with AutoConfig (estimation). The panels
+# and evaluation call these modules, not the libraries, beyond a model's forward. With evaluation and panels
+# too, this test took 450 s of CI's time (AMX Xeon, 2026-12-02).
 LIBRARY_TESTS = [f"tests/test_{name}.py" for name in ("adapters", "bottleneck", "models", "merge", "training",
-                                                      "examples", "lossmask")]
+                                                      "examples", "lossmask", "estimation")]
 
 
 def lower_ends() -> dict[str, str]:

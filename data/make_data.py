@@ -160,6 +160,103 @@ def draw_dates(rng: random.Random, n: int) -> list[date]:
     return [FIRST_DAY + timedelta(days=k) for k in rng.sample(range(span), n)]
 
 
+# ---------------------------------------------------------------- dates: requests worded every which way
+# A model that has only seen "instruction\n<date>" learns the template, not the task: on requests worded
+# otherwise (the date inside a sentence, other spellings, no "date only") it slipped day and month. So half
+# the training rows are reworded here, and a second test split uses wordings and spellings that no training
+# row uses. Both draw from their own seeded random.Random, so every other file stays byte for byte the same.
+
+VARIED_SHARE = 0.5  # of the training rows
+N_UNSEEN = 100  # rows of dates/test_unseen.jsonl
+TOWNS = ["Ghent", "Tromsø", "Valparaíso", "Kraków", "Hobart", "Nairobi", "Osaka", "Leeds", "Quito", "Tartu"]
+
+
+def _abbr(m: int, rng: random.Random) -> str:
+    """An abbreviated month as people write it: "Mar", "Mar.", "Sept", "Sept."; May stays "May"."""
+    short = "Sept" if m == 9 and rng.random() < 0.5 else MONTHS_ABBR[m - 1]
+    return short + ("." if m != 5 and rng.random() < 0.5 else "")
+
+
+# Spellings the training rows use beside FORMS: (name, function (date, rng) -> date string)
+EXTRA_FORMS = [
+    ("abbr_d_y", lambda d, r: f"{_abbr(d.month, r)} {d.day}, {d.year}"),
+    ("d_abbr_y", lambda d, r: f"{d.day} {_abbr(d.month, r)} {d.year}"),
+    ("MON_d_y", lambda d, r: f"{MONTHS_ABBR[d.month - 1].upper()} {d.day} {d.year}"),
+    ("dth_of_month_y", lambda d, r: f"{d.day}{suffix(d.day)} of {MONTHS[d.month - 1]} {d.year}"),
+    ("month_dth_y", lambda d, r: f"{MONTHS[d.month - 1]} {d.day}{suffix(d.day)} {d.year}"),
+    ("month_0d_y", lambda d, r: f"{MONTHS[d.month - 1]} {d.day:02d}, {d.year}"),
+    ("y_month_d", lambda d, r: f"{d.year} {MONTHS[d.month - 1]} {d.day}"),
+    ("the_dth_day_of_month_y", lambda d, r: f"the {d.day}{suffix(d.day)} day of {MONTHS[d.month - 1]}, {d.year}"),
+    ("d_month_lower_y", lambda d, r: f"{d.day} {MONTHS[d.month - 1].lower()}, {d.year}"),
+]
+# Spellings only the unseen split uses: pieces the training rows have, put together in new ways
+UNSEEN_FORMS = [
+    ("dth_abbr_y", lambda d, r: f"{d.day}{suffix(d.day)} {_abbr(d.month, r)} {d.year}"),
+    ("abbr_dth_y", lambda d, r: f"{_abbr(d.month, r)} {d.day}{suffix(d.day)} {d.year}"),
+    ("d_month_comma_y", lambda d, r: f"{d.day} {MONTHS[d.month - 1]}, {d.year}"),
+    ("weekday_month_dth_y", lambda d, r: f"{WEEKDAYS[d.weekday()]} {MONTHS[d.month - 1]} {d.day}{suffix(d.day)} {d.year}"),
+]
+
+# {date} is the date string; {n} a number and {town} a place, so that other numbers stand beside the date
+VARIED_FRAMES = [
+    "Please convert {date} to YYYY-MM-DD.",
+    "Can you write {date} in ISO 8601 format?",
+    "What's {date} as an ISO date?",
+    "{date}: give me this date in YYYY-MM-DD.",
+    "Express {date} in the form YYYY-MM-DD.",
+    "I need {date} formatted as year-month-day (YYYY-MM-DD).",
+    "Reformat the date {date} as YYYY-MM-DD.",
+    "The meeting was moved to {date}. Write that date in YYYY-MM-DD form.",
+    "My grandmother was born on {date}. What is her birth date in ISO format?",
+    "The invoice is dated {date}. Give the date as YYYY-MM-DD.",
+    "We signed the lease on {date}. Convert that date to ISO 8601.",
+    "Order #{n} shipped on {date}. What is the shipping date in YYYY-MM-DD?",
+    "Deadline: {date}. Restate the deadline as an ISO date.",
+    'The photo is labelled "{date}". Which ISO date (YYYY-MM-DD) is that?',
+    "In {town}, bridge {n} opened on {date}. Give the opening date as YYYY-MM-DD.",
+    "{date}\nWhat is that in ISO 8601 (YYYY-MM-DD)?",
+    "Here is a date: {date}. Please give the ISO version.",
+]
+VARIED_ENDINGS = ["", "", " Answer with the date only.", " Only the date, please.", " Reply with just the date."]
+UNSEEN_FRAMES = [
+    "Could you turn {date} into the YYYY-MM-DD format?",
+    "How would {date} look written the ISO way (year-month-day)?",
+    "Standardize this date for a DATE column (YYYY-MM-DD): {date}",
+    "Our records say the warranty started {date}. I need it as YYYY-MM-DD for the form.",
+    "She moved to {town} on {date} and never came back. Give that day in ISO 8601.",
+    "Quick one: {date} in ISO?",
+    "Log entry from {date}: pump {n} failed. Put the entry's date in YYYY-MM-DD format.",
+    "Translate the date {date} into a machine-readable ISO 8601 date.",
+    "When is {date} in YYYY-MM-DD notation? No explanation needed.",
+    "The ceremony is on {date}, in the afternoon. Write the day of the ceremony as YYYY-MM-DD.",
+    'date = "{date}"  # convert to ISO (YYYY-MM-DD)',
+    "Room {n} is booked for {date}. Which ISO date is the booking?",
+]
+UNSEEN_ENDINGS = ["", "", " Just the date.", " Output only YYYY-MM-DD."]
+
+
+def varied_prompt(d: date, rng: random.Random, used: set[str], unseen: bool = False) -> str:
+    """A request for `d` worded by VARIED_FRAMES (or UNSEEN_FRAMES), its date in a FORMS or EXTRA_FORMS spelling
+    (the unseen split: half in UNSEEN_FORMS) not in `used`; a numeric date keeps its field-order note."""
+    forms = [(make, True) for _, short, make in FORMS if not short or d.year >= 2000]
+    forms += [(make, False) for _, make in EXTRA_FORMS]
+    for _ in range(50):
+        if unseen and rng.random() < 0.5:
+            text, note = rng.choice(UNSEEN_FORMS)[1](d, rng), ""
+        else:
+            make, with_note = rng.choice(forms)
+            text, note = make(d, rng) if with_note else (make(d, rng), "")
+        if text not in used:
+            break
+    else:
+        raise RuntimeError(f"no unused spelling left for {d}")
+    used.add(text)
+    frame = rng.choice(UNSEEN_FRAMES if unseen else VARIED_FRAMES)
+    request = frame.format(date=text, n=rng.randint(2, 9999), town=rng.choice(TOWNS))
+    ending = rng.choice(UNSEEN_ENDINGS if unseen else VARIED_ENDINGS)
+    return f"{request}{' ' + note if note else ''}{ending}"
+
+
 # ---------------------------------------------------------------- dates: DPO preference pairs
 
 
@@ -340,12 +437,12 @@ def build() -> dict[str, bytes]:
     counts = {**SIZES, **PREF_SIZES, "formats": N_FORMAT_ROWS}
     pool = draw_dates(rng, sum(counts.values()))
     used: set[str] = set()  # date strings already written: "03/04/2021" could otherwise be two days
-    start = 0
+    start, split_rows = 0, {}
     for name, n in counts.items():
         days, start = pool[start:start + n], start + n
         if name in SIZES:
-            files[f"dates/{name}.jsonl"] = _jsonl([chat_row(date_prompt(d, rng, used)[0], d.isoformat())
-                                                   for d in days])
+            split_rows[name] = [chat_row(date_prompt(d, rng, used)[0], d.isoformat()) for d in days]
+            files[f"dates/{name}.jsonl"] = b""  # written below, after the training rows are reworded
         elif name in PREF_SIZES:
             files[f"dates/{name}.jsonl"] = _jsonl([preference_row(date_prompt(d, rng, used)[0], d, rng)
                                                    for d in days])
@@ -356,6 +453,21 @@ def build() -> dict[str, bytes]:
                 examples.append((user.rsplit("\n", 1)[0], text, d))
             for fname, data in format_files(examples, rng).items():
                 files[f"formats/{fname}"] = data
+
+    # half the training rows reworded, and the unseen split on days no other file uses (their own rngs)
+    varied = random.Random(SEED + 1)
+    train_days = pool[:SIZES["train"]]
+    for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
+        split_rows["train"][i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())
+    for name, rows in split_rows.items():
+        files[f"dates/{name}.jsonl"] = _jsonl(rows)
+    unseen = random.Random(SEED + 2)
+    taken = set(pool)
+    span = (LAST_DAY - FIRST_DAY).days + 1
+    days = [d for d in (FIRST_DAY + timedelta(days=k) for k in unseen.sample(range(span), 4 * N_UNSEEN))
+            if d not in taken][:N_UNSEEN]
+    files["dates/test_unseen.jsonl"] = _jsonl([chat_row(varied_prompt(d, unseen, used, unseen=True), d.isoformat())
+                                               for d in days])
 
     numbers: set[int] = set()
     for split, n in NUMBER_SIZES.items():

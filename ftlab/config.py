@@ -28,7 +28,7 @@ PREFERENCE_TASKS = ("dpo", "kto", "orpo")  # trained on prompt/chosen/rejected p
 BACKENDS = ("auto", "unsloth", "transformers")
 REPORT_TO = ("none", "tensorboard")
 RECORD_KEY = "versions"  # written by save_config for the record (library versions); not a setting
-FILE_KEYS = ("train_file", "eval_file", "test_file", "init_adapter")  # inputs: a relative path in a YAML file is looked up
+FILE_KEYS = ("train_file", "eval_file", "test_file", "unseen_test_file", "init_adapter")  # inputs: a relative path in a YAML file is looked up
 #   beside that file first, then in the working directory (an override typed on a command line: the reverse)
 
 
@@ -41,6 +41,8 @@ class TrainConfig:
     eval_file: str | None = None  # validation JSONL: eval loss every eval_steps, needed for early stopping
     test_file: str | None = None  # held-out JSONL: base vs tuned exact match (costs generation)
     test_limit: int | None = None  # score the first N test rows; None: all. Fewer: faster, noisier
+    unseen_test_file: str | None = None  # a second test split worded unlike the training rows: its base vs tuned
+    #   exact match too (test_limit rows), so the report shows whether the model learned the task or the template
     benchmark_tasks: list[str] | None = None  # lm-eval tasks (data/lm_eval/) for base and tuned in the report
     benchmark_limit: int | None = None  # first N documents per benchmark task; None: all
     output_dir: str = "runs/run"  # the run folder: adapter, tokenizer, checkpoints, metrics, report
@@ -217,6 +219,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.init_adapter and cfg.method == "qlora":
         raise _error("init_adapter", cfg.init_adapter, "merging an adapter into 4-bit weights rounds it",
                      "merge it first (ftlab merge) and set model=<the merged folder>, or use method=lora")
+    if cfg.unseen_test_file and cfg.test_file is None:
+        raise _error("unseen_test_file", cfg.unseen_test_file, "it is scored with the test evaluation",
+                     "set test_file too, or unseen_test_file=null")
+    if cfg.unseen_test_file and cfg.task in ("cpt", "grpo") + PREFERENCE_TASKS:
+        raise _error("unseen_test_file", cfg.unseen_test_file, f"task={cfg.task} reports its own test figures",
+                     "unseen_test_file=null (it is for sft)")
     if cfg.benchmark_tasks and cfg.test_file is None:
         raise _error("benchmark_tasks", cfg.benchmark_tasks, "benchmarks run with the test evaluation",
                      "set test_file, or benchmark_tasks=null")

@@ -389,24 +389,18 @@ def evaluate_run(cfg, model, tokenizer, reward_funcs=()) -> dict:
     Exact match and contains on the generated answers; loss and perplexity on the reference answers
     (not for prefix/prompt tuning, whose virtual tokens eval_loss cannot see); a few generations; and the
     lm-evaluation-harness tasks in cfg.benchmark_tasks when lm-eval is installed; with reward_funcs (GRPO)
-    the mean reward of the same greedy answers (reward_table). A PEFT model serves as
-    its own base (adapter off); full fine-tuning changed the weights, so the base is loaded again
-    (transformers backend: the comparison must not depend on how training ran).
+    the mean reward of the same greedy answers (reward_table); with cfg.unseen_test_file, exact match base vs
+    tuned on it too, under "unseen". A PEFT model serves as its own base (adapter off); full fine-tuning
+    changed the weights, so the base is loaded again (transformers backend: the comparison must not depend
+    on how training ran).
     """
-    rows = test_rows(cfg.test_file, cfg.test_limit)
     model.eval()  # Trainer leaves dropout on
     loss = cfg.method not in ("prefix", "prompt")
     base_model = None
-    if hasattr(model, "disable_adapter"):
-        name = model.active_adapter
-        # batches of 8: generating 16 at a time through a PeftModel on a bf16 base peaked 430 MB higher
-        table, answers = evaluate(model, rows, tokenizer=tokenizer, adapters=[name], loss=loss,
-                                  max_new_tokens=16, batch_size=8)
-        table, answers = table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
-    else:
+    if not hasattr(model, "disable_adapter"):
         base_model, _ = load_model(cfg.model, backend="transformers", verbose=False)
-        table, answers = evaluate({"base": (base_model.eval(), tokenizer), "tuned": (model, tokenizer)}, rows,
-                                  loss=loss, max_new_tokens=16, batch_size=8)
+    rows = test_rows(cfg.test_file, cfg.test_limit)
+    table, answers = _base_vs_tuned(model, tokenizer, base_model, rows, loss)
     out = {"base_exact_match": float(table.loc["base", "exact_match"]),
            "tuned_exact_match": float(table.loc["tuned", "exact_match"]), "n_test": len(rows),
            "test_split": Path(cfg.test_file).name,
@@ -415,9 +409,29 @@ def evaluate_run(cfg, model, tokenizer, reward_funcs=()) -> dict:
         out["reward_table"] = reward_table(reward_funcs, answers)
         sums = {r["model"]: r["mean"] for r in out["reward_table"] if r["reward"] == "sum"}
         out["base_mean_reward"], out["tuned_mean_reward"] = sums["base"], sums["tuned"]
+    if cfg.unseen_test_file:
+        unseen_rows = test_rows(cfg.unseen_test_file, cfg.test_limit)
+        unseen, unseen_answers = _base_vs_tuned(model, tokenizer, base_model, unseen_rows, loss=False)
+        out["unseen"] = {"base_exact_match": float(unseen.loc["base", "exact_match"]),
+                         "tuned_exact_match": float(unseen.loc["tuned", "exact_match"]), "n_test": len(unseen_rows),
+                         "test_split": Path(cfg.unseen_test_file).name,
+                         "samples": unseen_answers.head(N_SAMPLES).to_dict("records")}
     if cfg.benchmark_tasks:
         out["benchmark_table"] = _benchmark_base_and_tuned(cfg, model, tokenizer, base_model)
     return out
+
+
+def _base_vs_tuned(model, tokenizer, base_model, rows, loss: bool):
+    """(table, answers) of evaluate() for the base and the tuned model on rows; base_model None: the PeftModel
+    with its adapter off."""
+    if base_model is None:
+        name = model.active_adapter
+        # batches of 8: generating 16 at a time through a PeftModel on a bf16 base peaked 430 MB higher
+        table, answers = evaluate(model, rows, tokenizer=tokenizer, adapters=[name], loss=loss,
+                                  max_new_tokens=16, batch_size=8)
+        return table.rename(index={name: "tuned"}), answers.rename(columns={name: "tuned"})
+    return evaluate({"base": (base_model.eval(), tokenizer), "tuned": (model, tokenizer)}, rows,
+                    loss=loss, max_new_tokens=16, batch_size=8)
 
 
 def _benchmark_base_and_tuned(cfg, model, tokenizer, base_model):

@@ -64,7 +64,7 @@ def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
     if cfg.train_file is None:
         found.append(explain("train_file", None, "no training data", "train_file=<your JSONL>, or start from "
                              "a shipped config: ftlab train dates_smoke"))
-    for key in ("train_file", "eval_file", "test_file"):
+    for key in ("train_file", "eval_file", "test_file", "unseen_test_file"):
         path = getattr(cfg, key)
         if path is not None and not Path(path).exists():
             found.append(explain(key, path, f"no such file (looked in {Path(path).resolve().parent})",
@@ -120,7 +120,7 @@ def problems(cfg: TrainConfig, own_rewards: bool = False) -> list[str]:
 def _text_file_problems(cfg: TrainConfig) -> list[str]:
     """task=cpt reads raw text from every data file: say which file holds something else."""
     found = []
-    for key in ("train_file", "eval_file", "test_file"):
+    for key in ("train_file", "eval_file", "test_file", "unseen_test_file"):
         path = getattr(cfg, key)
         if path is None or not Path(path).exists():
             continue  # a missing file is reported above

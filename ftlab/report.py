@@ -204,6 +204,7 @@ def write_report(run_dir, summary: dict) -> Path:
       train_time_s, tokens_per_s, peak_memory_mb   floats
       final_train_loss, final_eval_loss            floats
       base_exact_match, tuned_exact_match          fractions in 0..1; n_test: test rows they were scored on
+      unseen            the same keys (and test_split, samples) for unseen_test_file
       reward_table      GRPO: list of {model, reward, mean, low, high, n} (evaluation.reward_table)
       samples           list of {prompt, reference, base, tuned} dicts (generations side by side)
       diagnosis         list[str] from monitor.diagnose; [] prints "no problems found in the curves"
@@ -222,6 +223,8 @@ def write_report(run_dir, summary: dict) -> Path:
     accuracy = accuracy_line(s) or perplexity_line(s)
     if accuracy:
         out += [accuracy, ""]
+    if s.get("unseen"):  # the second test split, worded unlike the training rows
+        out += [accuracy_line(s["unseen"]) + " (requests worded unlike any training row)", ""]
     if (run_dir / LOSS_PLOT).exists():
         out += ["## Loss curves", "", f"![loss curves]({LOSS_PLOT})", ""]
     if "diagnosis" in s:
@@ -236,9 +239,12 @@ def write_report(run_dir, summary: dict) -> Path:
         out += ["## Evaluation", "", md_table(_rows(s["eval_table"])), ""]
     if s.get("benchmark_table") is not None:
         out += ["## Benchmarks (lm-evaluation-harness)", "", md_table(_rows(s["benchmark_table"])), ""]
+    columns = ("prompt", "reference", "base", "tuned")
     if s.get("samples"):
-        columns = ("prompt", "reference", "base", "tuned")
         out += ["## Generations", "", md_table([{c: row.get(c, "") for c in columns} for row in s["samples"]]), ""]
+    if s.get("unseen", {}).get("samples"):
+        out += [f"## Generations on `{s['unseen']['test_split']}`", "",
+                md_table([{c: row.get(c, "") for c in columns} for row in s["unseen"]["samples"]]), ""]
     if s.get("lineage"):
         out += ["## Lineage", ""] + _lineage_md(s["lineage"]) + [""]
     path = run_dir / "finetune_report.md"
@@ -267,7 +273,7 @@ def write_run_folder(cfg, model, run_dir, history: list[dict], metrics: dict) ->
     run_dir = Path(run_dir)
     save_config(cfg, run_dir / "finetune_config.yaml", versions=library_versions())
     save_loss_plot(history, run_dir / LOSS_PLOT)
-    data_files = [p for p in (cfg.train_file, cfg.eval_file, cfg.test_file) if p]
+    data_files = [p for p in (cfg.train_file, cfg.eval_file, cfg.test_file, cfg.unseen_test_file) if p]
     record = lineage(cfg.model, base_weights(cfg.model, model), data_files, cfg)
     (run_dir / "lineage.json").write_text(json.dumps(record, indent=2))
     metrics["diagnosis"] = diagnose(history)

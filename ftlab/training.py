@@ -352,7 +352,7 @@ def run_from_cli(config_path, overrides=()) -> Path:
     if not result.trainer.is_world_process_zero():  # under torchrun / accelerate launch: one summary line
         return result.run_dir
     m = result.metrics
-    score = accuracy_line(m) or perplexity_line(m)
+    score = "\n".join(filter(None, [accuracy_line(m) or perplexity_line(m), m.get("unseen") and accuracy_line(m["unseen"])]))
     print(f"ftlab: run folder {result.run_dir} ({m['train_time_s']:.0f} s training); report: "
           f"{result.run_dir / 'finetune_report.md'}" + (f"\n{score}" if score else ""))
     return result.run_dir

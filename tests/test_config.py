@@ -84,6 +84,10 @@ def test_bad_combinations():
     with pytest.raises(ValueError, match="multiple of eval_steps"):
         load_config(None, [f"eval_file={evals}", "early_stopping_patience=2", "eval_steps=10", "save_steps=15"])
     load_config(None, [f"eval_file={evals}", "early_stopping_patience=2", "eval_steps=10", "save_steps=20"])
+    with pytest.raises(ValueError, match="unseen_test_file.*scored with the test evaluation.*set test_file too"):
+        load_config(None, [f"unseen_test_file={evals}"])
+    with pytest.raises(ValueError, match="unseen_test_file.*task=dpo reports its own test figures"):
+        load_config(None, ["task=dpo", f"test_file={evals}", f"unseen_test_file={evals}"])
 
 
 def test_resolve_fills_the_automatic_choices(monkeypatch):

@@ -131,3 +131,17 @@ def test_accuracy_line_names_the_split_and_warns_when_n_is_small():
     large = accuracy_line({"base_exact_match": 0.1, "tuned_exact_match": 0.8, "n_test": 400})
     assert large.startswith("exact match on the test split:") and "too few rows" not in large
     assert accuracy_line({"n_test": 20}) is None  # nothing scored, nothing to say
+
+
+def test_report_shows_the_unseen_split_beside_the_test_split(tmp_path):
+    from ftlab.report import write_report
+
+    unseen = {"base_exact_match": 0.0, "tuned_exact_match": 0.5, "n_test": 2, "test_split": "test_unseen.jsonl",
+              "samples": [{"prompt": "Quick one: 5 Mar. 1987 in ISO?", "reference": "1987-03-05", "base": "5 March",
+                           "tuned": "1987-05-03"}]}
+    text = write_report(tmp_path, {"method": "lora", "base_exact_match": 0.1, "tuned_exact_match": 0.9, "n_test": 10,
+                                   "test_split": "test.jsonl", "unseen": unseen}).read_text()
+    assert "exact match on `test.jsonl`: base 10.0%" in text
+    assert "exact match on `test_unseen.jsonl`: base 0.0% [0.0%, 65.8%] -> tuned 50.0%" in text  # 0/2: Wilson by hand
+    assert "requests worded unlike any training row" in text
+    assert "## Generations on `test_unseen.jsonl`" in text and "1987-05-03" in text

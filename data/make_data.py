@@ -162,11 +162,12 @@ def draw_dates(rng: random.Random, n: int) -> list[date]:
 
 # ---------------------------------------------------------------- dates: requests worded every which way
 # A model that has only seen "instruction\n<date>" learns the template, not the task: on requests worded
-# otherwise (the date inside a sentence, other spellings, no "date only") it slipped day and month. So half
-# the training rows are reworded here, and a second test split uses wordings and spellings that no training
-# row uses. Both draw from their own seeded random.Random, so every other file stays byte for byte the same.
+# otherwise (the date inside a sentence, other spellings, no "date only") it slipped day and month. So
+# train_varied.jsonl is train.jsonl with half its rows reworded (the main job trains on it; the notebooks'
+# short runs keep train.jsonl), and a second test split uses wordings and spellings that no training row
+# uses. Both draw from their own seeded random.Random, so every other file stays byte for byte the same.
 
-VARIED_SHARE = 0.5  # of the training rows
+VARIED_SHARE = 0.5  # of the training rows, in train_varied.jsonl
 N_UNSEEN = 100  # rows of dates/test_unseen.jsonl
 TOWNS = ["Ghent", "Tromsø", "Valparaíso", "Kraków", "Hobart", "Nairobi", "Osaka", "Leeds", "Quito", "Tartu"]
 
@@ -442,7 +443,7 @@ def build() -> dict[str, bytes]:
         days, start = pool[start:start + n], start + n
         if name in SIZES:
             split_rows[name] = [chat_row(date_prompt(d, rng, used)[0], d.isoformat()) for d in days]
-            files[f"dates/{name}.jsonl"] = b""  # written below, after the training rows are reworded
+            files[f"dates/{name}.jsonl"] = b""  # written below, in this order
         elif name in PREF_SIZES:
             files[f"dates/{name}.jsonl"] = _jsonl([preference_row(date_prompt(d, rng, used)[0], d, rng)
                                                    for d in days])
@@ -454,13 +455,15 @@ def build() -> dict[str, bytes]:
             for fname, data in format_files(examples, rng).items():
                 files[f"formats/{fname}"] = data
 
-    # half the training rows reworded, and the unseen split on days no other file uses (their own rngs)
-    varied = random.Random(SEED + 1)
-    train_days = pool[:SIZES["train"]]
-    for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
-        split_rows["train"][i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())
+    # train_varied: the training rows with half of them reworded; the unseen split on days no other file uses
+    # (each from its own rng)
     for name, rows in split_rows.items():
         files[f"dates/{name}.jsonl"] = _jsonl(rows)
+    varied, train_varied = random.Random(SEED + 1), list(split_rows["train"])
+    train_days = pool[:SIZES["train"]]
+    for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
+        train_varied[i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())
+    files["dates/train_varied.jsonl"] = _jsonl(train_varied)
     unseen = random.Random(SEED + 2)
     taken = set(pool)
     span = (LAST_DAY - FIRST_DAY).days + 1

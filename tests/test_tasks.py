@@ -26,7 +26,7 @@ def test_generator_is_deterministic_and_matches_committed_files(tmp_path):
     for out in outs:
         subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)], check=True, capture_output=True)
     files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
-    assert len(files) == 14
+    assert len(files) == 15
     for rel in files:
         first = (outs[0] / rel).read_bytes()
         assert first == (outs[1] / rel).read_bytes(), f"{rel} differs between two runs"
@@ -34,8 +34,9 @@ def test_generator_is_deterministic_and_matches_committed_files(tmp_path):
 
 
 def test_split_sizes():
-    sizes = {s: len(load_split("dates", s)) for s in ("train", "validation", "test", "test_unseen")}
-    assert sizes == {"train": 2000, "validation": 100, "test": 100, "test_unseen": 100}
+    splits = ("train", "train_varied", "validation", "test", "test_unseen")
+    sizes = {s: len(load_split("dates", s)) for s in splits}
+    assert sizes == {"train": 2000, "train_varied": 2000, "validation": 100, "test": 100, "test_unseen": 100}
     assert [len(load_split("numbers", s)) for s in ("train", "validation", "test")] == [1000, 50, 100]
     assert [len(load_split("dates", s)) for s in ("preference_train", "preference_test")] == [500, 50]
 
@@ -101,7 +102,7 @@ def request_date(prompt: str, frames) -> str:
     raise AssertionError(f"no frame matches {prompt!r}")
 
 
-@pytest.mark.parametrize("split", ["train", "validation", "test", "test_unseen"])
+@pytest.mark.parametrize("split", ["train", "train_varied", "validation", "test", "test_unseen"])
 def test_answers_are_the_dates_the_prompts_describe(split):
     prompts, refs = prompts_and_references(load_split("dates", split))
     templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
@@ -116,8 +117,10 @@ def test_answers_are_the_dates_the_prompts_describe(split):
 
 def test_half_the_training_rows_are_reworded_and_the_unseen_split_shares_no_wording():
     templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
-    train = [m[-1]["content"] for m in prompts_and_references(load_split("dates", "train"))[0]]
-    reworded = [p for p in train if not templated.match(p)]
+    train, varied = (load_split("dates", s) for s in ("train", "train_varied"))
+    assert [r["messages"][-1] for r in train] == [r["messages"][-1] for r in varied]  # same days, same answers
+    assert all(templated.match(r["messages"][0]["content"]) for r in train)
+    reworded = [r["messages"][0]["content"] for r in varied if not templated.match(r["messages"][0]["content"])]
     assert len(reworded) == 1000
     unseen = [m[-1]["content"] for m in prompts_and_references(load_split("dates", "test_unseen"))[0]]
     assert not any(templated.match(p) for p in unseen)
@@ -165,6 +168,7 @@ def _date_strings(task, split):
 def test_no_overlap_between_train_and_test():
     train, test = load_split("dates", "train"), load_split("dates", "test")
     assert not _date_strings("dates", "train") & _date_strings("dates", "test")
+    assert not _date_strings("dates", "train_varied") & (_date_strings("dates", "test") | _date_strings("dates", "validation"))
     answers = {r["messages"][-1]["content"] for r in train}
     assert not answers & {r["messages"][-1]["content"] for r in test}  # not even the same day
     numbers = {r["messages"][-1]["content"] for r in load_split("numbers", "train")}

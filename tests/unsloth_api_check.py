@@ -4,20 +4,21 @@ loading a model still needs CUDA, so each Unsloth function is swapped for a chec
 ftlab passed and stops there. Both of Unsloth's functions take **kwargs, so binding alone would accept any
 misspelled name: a keyword that only **kwargs takes fails here too. Prints one line per call checked.
 """
+# ruff: noqa: I001  (unsloth is imported before transformers on purpose, as ftlab does on a GPU)
 
 import inspect
 import os
 import sys
 
 os.environ.setdefault("UNSLOTH_ALLOW_CPU", "1")
-import unsloth  # noqa: E402,F401  (first, as ftlab imports it on a GPU)
-from unsloth import FastLanguageModel  # noqa: E402
+import unsloth  # first, as ftlab imports it on a GPU
+from unsloth import FastLanguageModel
 
-import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftlab import adapters  # noqa: E402
-from ftlab.config import TrainConfig  # noqa: E402
+from ftlab import adapters
+from ftlab.config import TrainConfig
 
 
 class Bound(Exception):

@@ -438,12 +438,14 @@ def build() -> dict[str, bytes]:
     counts = {**SIZES, **PREF_SIZES, "formats": N_FORMAT_ROWS}
     pool = draw_dates(rng, sum(counts.values()))
     used: set[str] = set()  # date strings already written: "03/04/2021" could otherwise be two days
-    start, split_rows = 0, {}
+    start, train_rows = 0, []
     for name, n in counts.items():
         days, start = pool[start:start + n], start + n
         if name in SIZES:
-            split_rows[name] = [chat_row(date_prompt(d, rng, used)[0], d.isoformat()) for d in days]
-            files[f"dates/{name}.jsonl"] = b""  # written below, in this order
+            rows = [chat_row(date_prompt(d, rng, used)[0], d.isoformat()) for d in days]
+            files[f"dates/{name}.jsonl"] = _jsonl(rows)
+            if name == "train":
+                train_rows = rows
         elif name in PREF_SIZES:
             files[f"dates/{name}.jsonl"] = _jsonl([preference_row(date_prompt(d, rng, used)[0], d, rng)
                                                    for d in days])
@@ -457,9 +459,7 @@ def build() -> dict[str, bytes]:
 
     # train_varied: the training rows with half of them reworded; the unseen split on days no other file uses
     # (each from its own rng)
-    for name, rows in split_rows.items():
-        files[f"dates/{name}.jsonl"] = _jsonl(rows)
-    varied, train_varied = random.Random(SEED + 1), list(split_rows["train"])
+    varied, train_varied = random.Random(SEED + 1), list(train_rows)
     train_days = pool[:SIZES["train"]]
     for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
         train_varied[i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())

@@ -86,6 +86,8 @@ def parse_prompt(prompt: str) -> date:
     return parsed
 
 
+# the one-template requests: "instruction\n<date>"
+TEMPLATED = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
 NOTE = r"(?: (?:It is written|Read it as|The date uses|Format of the input|Two-digit years|The year is|Years are).*?\.)*"
 
 
@@ -105,25 +107,23 @@ def request_date(prompt: str, frames) -> str:
 @pytest.mark.parametrize("split", ["train", "train_varied", "validation", "test", "test_unseen"])
 def test_answers_are_the_dates_the_prompts_describe(split):
     prompts, refs = prompts_and_references(load_split("dates", split))
-    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
     frames = make_data.UNSEEN_FRAMES if split == "test_unseen" else make_data.VARIED_FRAMES
     for messages, ref in zip(prompts, refs):
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ref) and date.fromisoformat(ref)
         prompt = messages[-1]["content"]
-        if not (split != "test_unseen" and templated.match(prompt)):  # reworded: find the date in the sentence
+        if not (split != "test_unseen" and TEMPLATED.match(prompt)):  # reworded: find the date in the sentence
             prompt = request_date(prompt, frames)
         assert parse_prompt(prompt).isoformat() == ref, messages[-1]["content"]
 
 
 def test_half_the_training_rows_are_reworded_and_the_unseen_split_shares_no_wording():
-    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
     train, varied = (load_split("dates", s) for s in ("train", "train_varied"))
     assert [r["messages"][-1] for r in train] == [r["messages"][-1] for r in varied]  # same days, same answers
-    assert all(templated.match(r["messages"][0]["content"]) for r in train)
-    reworded = [r["messages"][0]["content"] for r in varied if not templated.match(r["messages"][0]["content"])]
+    assert all(TEMPLATED.match(r["messages"][0]["content"]) for r in train)
+    reworded = [r["messages"][0]["content"] for r in varied if not TEMPLATED.match(r["messages"][0]["content"])]
     assert len(reworded) == 1000
     unseen = [m[-1]["content"] for m in prompts_and_references(load_split("dates", "test_unseen"))[0]]
-    assert not any(templated.match(p) for p in unseen)
+    assert not any(TEMPLATED.match(p) for p in unseen)
     for prompt in unseen:  # no training frame words an unseen request, and vice versa
         with pytest.raises(AssertionError, match="no frame matches"):
             request_date(prompt, make_data.VARIED_FRAMES)
@@ -154,8 +154,7 @@ def test_many_written_forms_are_used():
 
 def request_date_or_none(prompt: str) -> str | None:
     """The date string of a reworded training request; None for an "instruction\n<date>" one."""
-    templated = re.compile("|".join(re.escape(i) for i in make_data.DATE_INSTRUCTIONS))
-    return None if templated.match(prompt) else request_date(prompt, make_data.VARIED_FRAMES).rsplit("\n", 1)[1]
+    return None if TEMPLATED.match(prompt) else request_date(prompt, make_data.VARIED_FRAMES).rsplit("\n", 1)[1]
 
 
 def _date_strings(task, split):

@@ -84,13 +84,14 @@ def test_quick_loop_passes_at_the_oldest_transformers_and_peft(lower_ends_venv):
 
 
 @pytest.mark.slow
-def test_every_call_into_unsloth_binds_to_its_real_signatures(lower_ends_venv):
+def test_every_call_into_unsloth_binds_to_its_real_signatures(lower_ends_venv, tmp_path):
     """After the quick loop (this changes its environment): TRL 1.15 and the real Unsloth, installed without
     their dependencies (Unsloth's would pull xformers and a CUDA torch), as its pins resolve on a GPU machine."""
     venv = lower_ends_venv
     venv.pip_install("trl==1.15.*", *UNSLOTH_CPU_EXTRAS)
     venv.pip_install("--no-deps", f"unsloth=={unsloth_lower_end()}", f"unsloth_zoo=={unsloth_lower_end()}")
-    out = venv.run(venv.python, "tests/unsloth_api_check.py", check=False)
+    # from a temporary folder: importing Unsloth writes unsloth_compiled_cache/ into the working directory
+    out = venv.run(venv.python, str(ROOT / "tests" / "unsloth_api_check.py"), cwd=tmp_path, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("binds: FastLanguageModel.") == 4 and "every call ftlab makes binds" in out.stdout
     print(out.stdout.strip().splitlines()[-1], "with", versions(venv, "transformers", "trl", "datasets"))

@@ -163,11 +163,11 @@ def draw_dates(rng: random.Random, n: int) -> list[date]:
 # ---------------------------------------------------------------- dates: requests worded every which way
 # A model that has only seen "instruction\n<date>" learns the template, not the task: on requests worded
 # otherwise (the date inside a sentence, other spellings, no "date only") it slipped day and month. So
-# train_varied.jsonl is train.jsonl with half its rows reworded (the main job trains on it; the notebooks'
+# train_varied.jsonl is train.jsonl with 80% of its rows reworded (the main job trains on it; the notebooks'
 # short runs keep train.jsonl), and a second test split uses wordings and spellings that no training row
 # uses. Both draw from their own seeded random.Random, so every other file stays byte for byte the same.
 
-VARIED_SHARE = 0.5  # of the training rows, in train_varied.jsonl
+VARIED_SHARE = 0.8  # of the training rows, in train_varied.jsonl (half of them: 94% on test.jsonl, 88% unseen)
 N_UNSEEN = 100  # rows of dates/test_unseen.jsonl
 TOWNS = ["Ghent", "Tromsø", "Valparaíso", "Kraków", "Hobart", "Nairobi", "Osaka", "Leeds", "Quito", "Tartu"]
 
@@ -457,13 +457,8 @@ def build() -> dict[str, bytes]:
             for fname, data in format_files(examples, rng).items():
                 files[f"formats/{fname}"] = data
 
-    # train_varied: the training rows with half of them reworded; the unseen split on days no other file uses
-    # (each from its own rng)
-    varied, train_varied = random.Random(SEED + 1), list(train_rows)
-    train_days = pool[:SIZES["train"]]
-    for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
-        train_varied[i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())
-    files["dates/train_varied.jsonl"] = _jsonl(train_varied)
+    # the unseen split first, on days no other file uses, so that it does not move when train_varied's share
+    # changes; then train_varied: the training rows with VARIED_SHARE of them reworded (each from its own rng)
     unseen = random.Random(SEED + 2)
     taken = set(pool)
     span = (LAST_DAY - FIRST_DAY).days + 1
@@ -471,6 +466,11 @@ def build() -> dict[str, bytes]:
             if d not in taken][:N_UNSEEN]
     files["dates/test_unseen.jsonl"] = _jsonl([chat_row(varied_prompt(d, unseen, used, unseen=True), d.isoformat())
                                                for d in days])
+    varied, train_varied = random.Random(SEED + 1), list(train_rows)
+    train_days = pool[:SIZES["train"]]
+    for i in sorted(varied.sample(range(SIZES["train"]), int(VARIED_SHARE * SIZES["train"]))):
+        train_varied[i] = chat_row(varied_prompt(train_days[i], varied, used), train_days[i].isoformat())
+    files["dates/train_varied.jsonl"] = _jsonl(train_varied)
 
     numbers: set[int] = set()
     for split, n in NUMBER_SIZES.items():

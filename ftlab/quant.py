@@ -20,3 +20,11 @@ def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool =
         bnb_4bit_compute_dtype=compute_dtype,
         bnb_4bit_quant_storage=torch.uint8,
     )
+
+
+def nf4_roundtrip(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    """`w` quantized to NF4 (one absmax per block of `blocksize`) and back: the values a 4-bit layer uses."""
+    import bitsandbytes.functional as bnb_functional
+
+    codes, state = bnb_functional.quantize_4bit(w, blocksize=blocksize, quant_type="nf4")
+    return bnb_functional.dequantize_4bit(codes, state)

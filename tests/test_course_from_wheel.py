@@ -1,4 +1,4 @@
-"""The course as a learner gets it: ftlab's wheel, a fresh environment, the ten .ipynb files and nothing else.
+"""The course as a learner gets it: ftlab's wheel, a fresh environment, the .ipynb files and nothing else.
 
 Set up once per module: build the wheel from a clean copy of the source, make a fresh venv with the CPU
 torch and a kernel (ipykernel, nbclient) but no ftlab, and copy only the notebooks into an empty folder.
@@ -6,7 +6,8 @@ Each notebook then runs there in the small profile with its install cell live: F
 the cell at the wheel and COLAB_RELEASE_TAG makes it act as on a Colab CPU runtime, so the first notebook's
 kernel pip-installs ftlab from the wheel (not editable) and the ones after it find it installed.
 
-  python -m pytest -q tests/test_course_from_wheel.py             # all ten; the first also pip-installs ftlab
+  python -m pytest -q tests/test_course_from_wheel.py             # all ten and solutions.ipynb; the first also
+                                                                  # pip-installs ftlab
   python -m pytest -q tests/test_course_from_wheel.py -k "00 or 02" -s   # some, with times and peaks
 """
 
@@ -23,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BINDER_LIMIT_MB = 2048
 NOT_FOR_BINDER = re.compile(r"Binder \(2 GB\) (cannot|may not) run this notebook")  # what a first cell says
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + [ROOT / "notebooks" / "solutions.ipynb"]
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__",
                                     ".*_cache", ".ipynb_checkpoints")
 

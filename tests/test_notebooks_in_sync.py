@@ -22,6 +22,8 @@ def test_every_notebook_is_built_from_its_source():
         assert out.exists(), f"{out.name} missing: run python notebooks/build.py"
         assert out.read_text() == text, f"{out.name} differs from {src.name}: run python notebooks/build.py"
     assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")} == {s.stem for s in sources}
+    out, text = build.build_solutions()
+    assert out.exists() and out.read_text() == text, f"{out.name} differs from the sources: run python notebooks/build.py"
 
 
 def test_each_notebook_has_badges_objectives_exercise_questions_and_a_check():

@@ -123,11 +123,58 @@ print("where it fails:", misses[:4])
 #   model learns those from examples, and the same recipe carries over to tasks with no parser at all.
 #   That, not this task, is why the course fine-tunes: dates are a task small enough to check exactly.
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: the date parser fails on days written as words ("the tenth of February").
+# Write `day_number(word)`: `"tenth"` -> 10, `"twenty-first"` -> 21, for every day of a month, in any
+# case, with a hyphen or a space (`"Twenty First"`). The check runs it on all 31 days and some spellings;
+# the solution is in `notebooks/solutions.ipynb`.
+
+# %% tags=["exercise"]
+def day_number(word: str) -> int:
+    """'first' -> 1, ..., 'thirty-first' -> 31."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+ONES = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
+TEENS = ["tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
+         "eighteenth", "nineteenth"]
+
+
+def day_number(word: str) -> int:
+    """'first' -> 1, ..., 'thirty-first' -> 31."""
+    word = word.lower().replace(" ", "-")
+    if word in ONES + TEENS:
+        return (ONES + TEENS).index(word) + 1
+    if word in ("twentieth", "thirtieth"):
+        return {"twentieth": 20, "thirtieth": 30}[word]
+    tens, one = word.split("-")
+    return {"twenty": 20, "thirty": 30}[tens] + ONES.index(one) + 1
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_day_number
+
+check_day_number(day_number)
+
 # %% [markdown]
 # **Questions**
 # 1. Why does the notebook load the model with the same function offline and on Colab?
 # 2. What would go wrong if training used a different chat template from the one printed above?
 # 3. The base model is an *instruct* model. Why is it still bad at a task this simple?
+#
+# <details><summary>Answers</summary>
+#
+# 1. `load_model` reads the model from the Hugging Face cache. Offline, `ftlab doctor --prepare` filled the
+#    cache from the embedded file; on Colab the hub fills it. Only where the weights come from differs, so
+#    what you write here runs unchanged there.
+# 2. At inference the model would see a layout (special tokens, role names, where the answer starts) that
+#    it never trained on. The tuned behaviour is tied to the training layout: answers get worse, and the
+#    model may not stop, because the end token it learned to emit belongs to the other template.
+# 3. Instruction tuning taught it to chat, not this format. It answers in prose and restates the date, as
+#    the generations above show. At 135M parameters it follows unfamiliar format instructions poorly.
+#
+# </details>
 
 # %%
 # The lesson's own check: the model is real and the task is not solved before training.

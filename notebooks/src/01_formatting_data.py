@@ -240,12 +240,56 @@ with warnings.catch_warnings():
     result = convert(mine)
 print(result.summary())
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: write `alpaca_to_messages(row)`. It takes an Alpaca row (`instruction`, an
+# optional `input`, `output`, an optional `system`) and returns the chat messages that ftlab trains on:
+# the system message if there is one, then the user, then the assistant. The user's message is the
+# instruction, then a blank line and the input when the input is not empty. The check compares your
+# messages with `ftlab.formats.convert_row(row, "alpaca")` on every valid row of the shipped `alpaca.json`.
+
+# %% tags=["exercise"]
+def alpaca_to_messages(row: dict) -> list[dict]:
+    """[{"role": "system", "content": ...} if any, {"role": "user", ...}, {"role": "assistant", ...}]"""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+def alpaca_to_messages(row: dict) -> list[dict]:
+    """[{"role": "system", "content": ...} if any, {"role": "user", ...}, {"role": "assistant", ...}]"""
+    user = row["instruction"]
+    if (row.get("input") or "").strip():
+        user += "\n\n" + row["input"]
+    head = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    return head + [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_alpaca_to_messages
+
+check_alpaca_to_messages(alpaca_to_messages)
+
 # %% [markdown]
 # **Questions**
 # 1. Why does `convert` keep rejected rows (with their originals) instead of skipping them?
 # 2. ShareGPT says `human`/`gpt`, OpenAI says `user`/`assistant`. Where does that difference disappear?
 # 3. Why is the `<|im_end|>` after an answer trained, but the `<|im_end|>` after the user's message not?
 # 4. Pad == EOS is harmless when generating. Why does it only bite during training?
+#
+# <details><summary>Answers</summary>
+#
+# 1. A skipped row disappears without a trace. You would train on less data than you think, and a systematic
+#    error (a misspelled field name in every row) would show up only as a worse model. The rejects file names
+#    each row, its reason and the original, so you can fix the source.
+# 2. In the conversion to TRL's conversational form: `convert` maps both to `user`/`assistant` messages.
+#    After that, the chat template sees only the standard roles.
+# 3. The model must learn to produce the assistant's answer and to *stop*: the `<|im_end|>` after the answer
+#    is the stop signal it has to generate. The `<|im_end|>` after the user's message belongs to the prompt:
+#    the template writes it at inference, and the model never has to produce it.
+# 4. When generating, padding sits in the input and the attention mask hides it; the model stops at its
+#    own EOS. In training, a collator that masks every pad token from the loss also masks the EOS at the
+#    end of each answer when pad == EOS. The model then never learns to stop, and its answers run on.
+#
+# </details>
 
 # %%
 # The lesson's own check: every row is accounted for, on disk too, and the loss covers exactly the answers.

@@ -254,12 +254,50 @@ big = panel.set(r=64, per_device_train_batch_size=32).estimate()
 panel.set(r=cfg.r, per_device_train_batch_size=cfg.per_device_train_batch_size)  # back to the trained values
 print(big.table())
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: rsLoRA (`method=rslora`, in notebook 07's table) changes one thing in LoRA's
+# forward pass. It scales the update by `alpha / sqrt(r)` instead of `alpha / r`, so that high ranks keep
+# learning. Write its forward pass, `W x + scale * B A x`, for a batch of rows `x`. The check builds a
+# real PEFT rsLoRA layer, gives you its `W`, `A` and `B`, and compares your output with the layer's.
+
+# %% tags=["exercise"]
+def rslora_forward(x, W, A, B, alpha, r):
+    """x: (batch, d_in); W: (d_out, d_in); A: (r, d_in); B: (d_out, r) -> (batch, d_out)."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+def rslora_forward(x, W, A, B, alpha, r):
+    """x: (batch, d_in); W: (d_out, d_in); A: (r, d_in); B: (d_out, r) -> (batch, d_out)."""
+    return x @ W.T + alpha / r**0.5 * (x @ A.T @ B.T)
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_rslora_forward
+
+check_rslora_forward(rslora_forward)
+
 # %% [markdown]
 # **Questions**
 # 1. Why does PEFT start `B` at zero and `A` at random values, rather than both at random (or both zero)?
 # 2. After training, how would you fold `B A` back into `W` so inference costs nothing extra? (Notebook 04.)
 # 3. The loss curve falls within a few steps. Why is exact match on held-out prompts still the number to
 #    trust, not the training loss?
+#
+# <details><summary>Answers</summary>
+#
+# 1. With `B = 0` the update `B A` is zero, so training starts from exactly the base model. A random `A`
+#    still gives `B` a gradient from the first step. If both were zero, each one's gradient would be
+#    multiplied by the other, which is zero, and nothing would ever train. If both were random, step 0
+#    would add a random perturbation to every adapted layer.
+# 2. Compute `W' = W + (alpha / r) B A` once, in fp32, and drop the adapter (`ftlab.merge.merge`, PEFT's
+#    `merge_and_unload`). `W'` has the shape of `W`, so inference runs exactly as on the base.
+# 3. The training loss is measured on rows the model is fitting, with the reference answer fed in token by
+#    token. It falls as soon as the format tokens are right, even while some digits are still wrong.
+#    Exact match on held-out prompts measures what you need: whole answers, generated greedily, right on
+#    inputs the model has not seen.
+#
+# </details>
 
 # %% [markdown]
 # **The test split, once**

@@ -258,18 +258,48 @@ pd.DataFrame({name: {c: metrics[c] for c in columns} for name, metrics in runs.i
 # - *Easy*: compare the relative error of other layers (`q_proj`, `o_proj`, a later layer). Which
 #   kind of layer does NF4 round worst?
 # - *Medium*: quantize `w32` yourself with 16 *evenly spaced* levels per block of 64 (absmax scaling)
-#   and compare its relative error with NF4's.
+#   and compare its relative error with NF4's: the checked exercise below.
 # - *Hard*: train with `method=lora` on the fp32 base with the same overrides and compare the loss
 #   and exact match with QLoRA. How much quality does the 4-bit base cost on this task?
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise** (the medium level): write `uniform_4bit(w, block)`. Take `w.flatten()` in blocks of
+# `block` weights. Divide each block by its largest absolute value, round every weight to the nearest of
+# 16 *evenly spaced* levels in [-1, 1], and scale back. Return the rounded weights in `w`'s shape. The
+# check runs it on Gaussian weights against the definition, and prints its error beside NF4's (bitsandbytes)
+# on the same weights. The cell after it compares the two on this layer.
+
+# %% tags=["exercise"]
+def uniform_4bit(w, block=64):
+    """w rounded block by block to 16 evenly spaced levels times the block's absmax; same shape as w."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+import torch
+
+
+def uniform_4bit(w, block=64):
+    """w rounded block by block to 16 evenly spaced levels times the block's absmax; same shape as w."""
+    blocks = w.flatten().reshape(-1, block)  # (n_blocks, block)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    levels = torch.linspace(-1, 1, 16, device=w.device, dtype=w.dtype)
+    nearest = (blocks / absmax).unsqueeze(-1).sub(levels).abs().argmin(-1)  # (n_blocks, block): level index
+    return (levels[nearest] * absmax).reshape(w.shape)
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_uniform_4bit
+
+check_uniform_4bit(uniform_4bit)
+
 # %%
-# Exercise default: the medium level, uniform 4-bit levels vs NF4 on the same matrix.
-levels = torch.linspace(-1, 1, 16, device=scaled.device)  # 16 evenly spaced levels in [-1, 1], beside the weights
-absmax = blocks.abs().amax(dim=1, keepdim=True)
-nearest = (scaled.unsqueeze(-1) - levels).abs().argmin(-1)  # (n_blocks, 64): index of the closest level
-uniform = (levels[nearest] * absmax).reshape(w32.shape)
-uniform_err = ((uniform - w32).norm() / w32.norm()).item()
-print(f"relative error: uniform 4-bit {uniform_err:.3f} vs NF4 {rel_err:.3f}")
+# Your uniform levels against NF4 on this layer, once your function passes its check
+if check_uniform_4bit(uniform_4bit):
+    uniform_err = ((uniform_4bit(w32, state.blocksize) - w32).norm() / w32.norm()).item()
+    print(f"relative error on layer 0 down_proj: uniform 4-bit {uniform_err:.3f} vs NF4 {rel_err:.3f}")
+else:
+    print("uniform_4bit does not pass its check yet: the comparison with NF4 waits for it")
 
 # %% [markdown]
 # **Questions**
@@ -278,6 +308,23 @@ print(f"relative error: uniform 4-bit {uniform_err:.3f} vs NF4 {rel_err:.3f}")
 #    and why do libraries usually leave it alone?
 # 3. After QLoRA, merging the adapter into the 4-bit weights is refused by `ftlab.merge.merge`. Why?
 # 4. When is plain LoRA on a 16-bit base the better choice than QLoRA?
+#
+# <details><summary>Answers</summary>
+#
+# 1. Training moves weights by small steps. On a grid of 16 levels per block, most steps would round back to
+#    where they started, and the optimizer's states need precision too. The LoRA matrices are a few
+#    percent of the weights, so keeping them in 16/32 bits costs little memory.
+# 2. What stays unquantized: the embedding (tied to the output layer here), the norms and the LoRA matrices.
+#    With a 49k vocabulary on a 135M model the embedding is a large share. Libraries leave the embedding and
+#    output layer alone because every logit passes through the output layer, so its errors reach every
+#    token. The embedding is a lookup: no matmul to speed up. On large models it is a few percent.
+# 3. The adapter learned its update against the NF4 values, not the original weights. Adding it to 4-bit
+#    storage would mean re-rounding `W4 + B A` to 16 levels per block, which loses most of the small update.
+#    The fix: dequantize the base, then merge in 16/32 bits (`ftlab.merge` does this for QLoRA adapters).
+# 4. When the 16-bit base fits in memory. Then there is no quantization error, steps are faster (no
+#    dequantizing in every matmul), and the merged model is the model that was trained.
+#
+# </details>
 
 # %%
 # The lesson's own check: 4-bit really is small, NF4 really rounds, and QLoRA really learned.

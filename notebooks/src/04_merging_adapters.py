@@ -246,6 +246,34 @@ else:
 print("cat 1.0/1.0:", table.loc["combined"].to_dict())
 print("cat 1.5/0.5:", mix.combine(weights=[1.5, 0.5], combination_type="cat").loc["combined"].to_dict())
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: what does `combination_type="linear"` compute? It does not add the updates
+# `w_i s_i B_i A_i` (that is `cat`). It adds the matrices: `A = sum_i sqrt(w_i s_i) A_i` and
+# `B = sum_i sqrt(w_i s_i) B_i`, and the new adapter's update is `B A` (its scale is 1). Write
+# `linear_merge(As, Bs, weights, scalings)` returning that update, shape (d_out, d_in). The check combines
+# two random adapters with `ftlab.merge.combine_adapters`, compares, and says how far the result lies from
+# the weighted sum of the updates: the cross terms `B_i A_j`, the answer to the medium level.
+
+# %% tags=["exercise"]
+def linear_merge(As, Bs, weights, scalings):
+    """As[i]: (r, d_in), Bs[i]: (d_out, r), weights[i], scalings[i] = alpha_i / r_i -> (d_out, d_in)."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+def linear_merge(As, Bs, weights, scalings):
+    """As[i]: (r, d_in), Bs[i]: (d_out, r), weights[i], scalings[i] = alpha_i / r_i -> (d_out, d_in)."""
+    roots = [(w * s) ** 0.5 for w, s in zip(weights, scalings)]
+    A = sum(c * a for c, a in zip(roots, As))
+    B = sum(c * b for c, b in zip(roots, Bs))
+    return B @ A
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_linear_merge
+
+check_linear_merge(linear_merge)
+
 # %% [markdown]
 # **Questions**
 # 1. When would you ship a merged model, and when one base with several adapters?
@@ -253,6 +281,24 @@ print("cat 1.5/0.5:", mix.combine(weights=[1.5, 0.5], combination_type="cat").lo
 # 3. A QLoRA adapter was trained against 4-bit weights. Which weights should it be merged into?
 # 4. A GGUF whose weights are perfect can still answer badly in Ollama. Name two things inside the file
 #    that the export checks besides the weights, and what a user would see if each were wrong.
+#
+# <details><summary>Answers</summary>
+#
+# 1. Ship a merged model for one task: it serves anywhere (llama.cpp, Ollama, vLLM without adapter
+#    support) with no extra latency. Ship one base with several adapters when many tasks or users share
+#    it: one copy of the base in memory, adapters of a few MB swapped per request, each updated on its own.
+# 2. The update `(alpha / r) B A` is small next to `W`. bf16 keeps about 3 significant digits, so adding
+#    the two in bf16 rounds much of the update away. Adding in fp32 and casting once at the end loses
+#    only the final rounding.
+# 3. Into the dequantized 4-bit weights, the NF4 values it was trained against. Merged into the original
+#    16-bit weights, every layer would also shift by the quantization error that the adapter learned
+#    around.
+# 4. The chat template (tokenizer metadata): with the wrong one, prompts are laid out differently from
+#    training and the answers degrade. The end-of-turn token (`<|im_end|>` as EOS/stop): with the wrong one,
+#    the model never stops and writes the next turns itself. The tokenizer's vocabulary and merges are
+#    in the file too.
+#
+# </details>
 
 # %%
 # The lesson's own check: the merge is faithful and the merged model answers exactly like the adapter.

@@ -194,16 +194,48 @@ else:
 # %% [markdown]
 # **Exercise** (pick a level)
 # - *Easy*: write your own metric: the share of answers shaped like `YYYY-MM-DD` (right or wrong date).
-#   It separates "learned the format" from "learned the dates".
+#   It separates "learned the format" from "learned the dates". The checked exercise below.
 # - *Medium*: run `contamination(train_rows, test_rows)` with the defaults (whole rows, 8-grams) and
 #   explain why it flags almost every row. Which `max_train_share` would help?
 # - *Hard*: run the generation benchmark `ftlab_dates_gen` and compare its exact match with the table
 #   above on the same rows. Why can the two differ? (Read the task YAML.)
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise** (the easy level, as a function): write `iso_shape(answer)`: True when the answer
+# is shaped `YYYY-MM-DD` (digits, right or wrong date) once it is tidied as exact match tidies it
+# (`ftlab.tasks.normalize`: surrounding spaces, a final period and surrounding quotes go). The check
+# compares it with the evaluation's own reading on fixed answers; the cell after it applies it to the
+# answers above.
+
+# %% tags=["exercise"]
+def iso_shape(answer: str) -> bool:
+    """True when normalize(answer) is shaped YYYY-MM-DD."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+import re
+
+from ftlab.tasks import normalize
+
+
+def iso_shape(answer: str) -> bool:
+    """True when normalize(answer) is shaped YYYY-MM-DD."""
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", normalize(answer)) is not None
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_iso_shape
+
+check_iso_shape(iso_shape)
+
 # %%
-# Exercise default: the easy level, computed on the answers already generated (no new generation).
-iso_shape = answers[table.index].apply(lambda col: col.str.strip().str.fullmatch(r"\d{4}-\d{2}-\d{2}").mean())
-print("share of answers in YYYY-MM-DD shape:", iso_shape.round(2).to_dict())
+# Exercise default: the easy level on the answers already generated (no new generation), with your iso_shape
+if check_iso_shape(iso_shape):
+    shares = answers[table.index].apply(lambda col: col.map(iso_shape).mean())
+    print("share of answers in YYYY-MM-DD shape:", shares.round(2).to_dict())
+else:
+    print("iso_shape does not pass its check yet: the share of YYYY-MM-DD answers waits for it")
 
 # %% [markdown]
 # **Questions**
@@ -211,6 +243,24 @@ print("share of answers in YYYY-MM-DD shape:", iso_shape.round(2).to_dict())
 # 2. Why is eval loss on the answer tokens more comparable across models than on the whole chat?
 # 3. A benchmark you did not write reports your model at 90%. What would you check before believing it?
 # 4. The contamination check compares n-grams. Which kind of leak would it miss?
+#
+# <details><summary>Answers</summary>
+#
+# 1. The loss averages over every answer token, with the reference fed in. Most tokens (the dashes, the copied
+#    year) become very likely, so the loss falls a lot. Exact match needs every token of a greedy answer
+#    right: one wrong day digit scores 0.
+# 2. The answer tokens are the same text for every model, and they are what the task asks for. Prompt
+#    tokens differ in length and template from row to row (and between models with other templates), and
+#    their loss is mostly the base model's language modelling, which tuning hardly changes: it would dilute
+#    the difference you want to see.
+# 3. Whether the test rows (or paraphrases of them) were in the training data; how the score is computed
+#    (log-likelihood or generation, `acc` or `acc_norm`, few-shot prompts); n and its interval; the base
+#    model's and chance's scores on the same items; and whether the benchmark measures your use at all.
+# 4. Paraphrased or reformatted copies: the same dates written in another spelling, a translated row, a
+#    test answer inside a longer training text. n-grams need the same words in the same order, so any
+#    rewording slips through. So does a leak into the base model's own pretraining data.
+#
+# </details>
 
 # %%
 # The lesson's own check: tuning lowered the held-out loss, and the planted leak is caught exactly.

@@ -261,12 +261,66 @@ def kind(pair):
 by_kind = pd.DataFrame({"kind": [kind(p) for p in held_out], "ranked right": [x > 0 for x in ranked["SFT + DPO"]["margins"]]})
 by_kind.groupby("kind")["ranked right"].agg(["mean", "count"])
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: the DPO loss from four log-probabilities. Each pair has the policy's and the
+# reference's summed log-probabilities of the chosen and of the rejected answer. Write
+# `dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)` (1-D tensors, one entry per
+# pair). It returns the batch mean of
+# `-log sigmoid(beta x ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))`.
+# The check runs it on fixed values; the cell after it holds it against the loss TRL logged above.
+
+# %% tags=["exercise"]
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """Mean sigmoid DPO loss over the batch; the arguments are 1-D tensors of summed log-probabilities."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+import torch.nn.functional as F
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """Mean sigmoid DPO loss over the batch; the arguments are 1-D tensors of summed log-probabilities."""
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin).mean()
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_dpo_loss
+
+check_dpo_loss(dpo_loss)
+
+# %%
+# Against TRL's logs: each logged step holds batch means, and rewards/chosen = beta x (policy - reference), so
+# the four log-probabilities follow from them. The loss is convex in the margin: your loss at the batch's mean
+# margin must be at most TRL's mean loss, and equal at step 1, where every margin is 0 (log 2 = 0.6931).
+check_dpo_loss(dpo_loss, history=dpo.history, beta=dpo.config.beta)
+
 # %% [markdown]
 # **Questions**
 # 1. Why does DPO need a reference model at all? What would happen with `beta` near 0?
 # 2. Both `logps/chosen` and `logps/rejected` can fall while the margin grows. Is that a problem?
 # 3. When would you collect preference pairs instead of more SFT examples?
 # 4. Why is the SFT adapter merged before DPO here, rather than trained further by DPO?
+#
+# <details><summary>Answers</summary>
+#
+# 1. The loss rewards the *change* in preference relative to the reference. This keeps the policy near the
+#    model it started from: DPO solves the RLHF objective with a KL penalty of weight `beta`. With `beta` near
+#    0 the penalty vanishes. The loss then rewards ever larger margins without saturating, so the policy can
+#    drift far from the reference, and both answers' likelihoods can collapse.
+# 2. Not by itself: DPO constrains only the gap, and probability moves to other answers. It becomes a
+#    problem when the chosen answer itself grows unlikely and generations get worse, which exact match on
+#    the test rows shows. Remedies: a lower learning rate, a higher `beta`, or an SFT term on the chosen
+#    answers (TRL's `rpo_alpha`).
+# 3. When good answers are hard to write but easy to compare (tone, helpfulness, safety), or when the SFT
+#    model is mostly right and you want to remove specific mistakes. Then a rejected answer shows exactly
+#    the mistake, which more SFT examples never name.
+# 4. DPO's reference must be the model DPO starts from. After the merge, one model serves both roles: the
+#    policy (a fresh adapter on top) and the reference (the same model with the adapter off). If DPO went on
+#    training the SFT adapter, "adapter off" would be the instruct model, the wrong reference.
+#
+# </details>
 
 # %%
 # The lesson's own check: DPO ran on preference pairs and pushed chosen above rejected.

@@ -272,6 +272,38 @@ release_memory()
 gain = (base_loss - table["eval loss"]).clip(lower=0)
 print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million trained weights").round(3))
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: count IA3's trained weights by hand. IA3 learns one vector per targeted linear
+# layer that rescales the layer's output (length `out_features`). In a feed-forward layer it rescales the
+# input instead (length `in_features`). Write `ia3_parameters(model, targets, feedforward)` for a model
+# that PEFT has not wrapped yet (`targets`, `feedforward`: lists of layer names such as `"down_proj"`). The
+# check compares it with PEFT's IA3, as ftlab builds it, on a small Llama.
+
+# %% tags=["exercise"]
+def ia3_parameters(model, targets, feedforward):
+    """The number of weights IA3 trains on `model` (its linear layers named in targets / feedforward)."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+import torch
+
+
+def ia3_parameters(model, targets, feedforward):
+    """The number of weights IA3 trains on `model` (its linear layers named in targets / feedforward)."""
+    total = 0
+    for name, module in model.named_modules():
+        short = name.split(".")[-1]
+        if isinstance(module, torch.nn.Linear) and short in targets:
+            total += module.in_features if short in feedforward else module.out_features
+    return total
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_ia3_parameters
+
+check_ia3_parameters(ia3_parameters)
+
 # %% [markdown]
 # **Questions**
 # 1. IA3 trains an order of magnitude fewer weights than LoRA here (the "Reading the table" cell prints
@@ -283,6 +315,29 @@ print((gain / table["trainable"] * 1e6).rename("eval-loss drop per million train
 #    how do recipes get it back?
 # 6. Several tasks, one base model: which of these methods let you serve all tasks from one copy of
 #    the base weights?
+#
+# <details><summary>Answers</summary>
+#
+# 1. When each task or user needs its own adapter and there are many of them: IA3's vectors take kilobytes.
+#    Also when data is scarce (low capacity overfits less), and for tasks that re-weight features the model
+#    already has (format, style) rather than teach new ones.
+# 2. Packing joins several examples into one sequence. The virtual tokens are prepended once, at the start
+#    of the sequence, so only the first example sees them where training put them. The others see them as
+#    distant context, and no attention mask can give each packed example a prefix of its own.
+# 3. Full fine-tuning changes the pretrained weights themselves, all of them, so a step moves the whole
+#    function and large steps wipe out pretrained knowledge (instability, forgetting). LoRA's update starts
+#    at zero, has low rank and a fixed scale, so it needs larger steps to move at all.
+# 4. When many tasks are served from one base: the adapters stay separate either way, swapped per request,
+#    so being unmergeable costs nothing extra. It also does not matter when the latency overhead (measured in
+#    the timing table above) is acceptable.
+# 5. It drifts toward plain text continuation: it follows the chat template less, ignores instructions,
+#    rambles and may not stop. Recipes mix chat data into the continued pretraining or run a short SFT on
+#    chat data afterwards.
+# 6. Every method that keeps the base frozen and adds its own weights: LoRA (unmerged), DoRA, IA3, prefix and
+#    prompt tuning, and adapter layers. Full fine-tuning (and merged LoRA) needs one copy of the base per
+#    task.
+#
+# </details>
 
 # %%
 # The lesson's own check: every method ran, parameter counts are ordered, full FT trains everything.

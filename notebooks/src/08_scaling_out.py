@@ -189,6 +189,50 @@ numbers = dataclasses.replace(load_config("dates_smoke"), train_file=str(DATA_DI
                               output_dir="runs/08_numbers")
 print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab train runs/08_numbers.yaml")
 
+# %% [markdown] tags=["exercise"]
+# **Checked exercise**: how many optimizer steps make one epoch? Each of `processes` gets an equal share
+# of the rows (the sampler repeats a few rows to make the shares equal) and cuts it into batches of
+# `per_device` (the last one may be short). It steps once every `accumulation` batches, and a short last
+# group still makes a step. Write `steps_per_epoch(n_rows, per_device, accumulation, processes)`. The check
+# compares it with counting the batches of torch's `DistributedSampler` and `DataLoader`. The cell after
+# it turns your count into the epochs the two runs above logged.
+
+# %% tags=["exercise"]
+def steps_per_epoch(n_rows, per_device, accumulation, processes):
+    """Optimizer steps in one pass over n_rows."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+import math
+
+
+def steps_per_epoch(n_rows, per_device, accumulation, processes):
+    """Optimizer steps in one pass over n_rows."""
+    batches = math.ceil(math.ceil(n_rows / processes) / per_device)  # per process
+    return math.ceil(batches / accumulation)
+
+
+# %% tags=["check"]
+from ftlab.exercises import check_steps_per_epoch
+
+check_steps_per_epoch(steps_per_epoch)
+
+# %%
+# Your count against the epochs the Trainer logged for the two runs above (dates_smoke's batch, 1 and 2 processes)
+from ftlab.data import read_rows
+
+smoke = load_config("dates_smoke")
+n_rows = len(read_rows(smoke.train_file))
+if check_steps_per_epoch(steps_per_epoch):
+    for name, processes in (("08_cli", 1), ("08_ddp", 2)):
+        per_epoch = steps_per_epoch(n_rows, smoke.per_device_train_batch_size, smoke.gradient_accumulation_steps,
+                                    processes)
+        print(f"{name}: {steps} steps / {per_epoch} per epoch = {steps / per_epoch:.4f} epochs; logged "
+              f"{runs[name]['epochs']:.4f}")
+else:
+    print("steps_per_epoch does not pass its check yet: the comparison with the runs waits for it")
+
 # %% [markdown]
 # **Questions**
 # 1. Why is `finetune_config.yaml` saved with every field, defaults included, rather than only the
@@ -198,6 +242,23 @@ print(f"wrote {save_config(numbers, 'runs/08_numbers.yaml')}; run it with: ftlab
 #    and why not FSDP?
 # 4. Full fine-tuning of a 7B model with AdamW needs ~112 GB for weights, gradients and optimizer state.
 #    Which config makes it fit on 4 x 40 GB GPUs?
+#
+# <details><summary>Answers</summary>
+#
+# 1. Defaults change between ftlab, TRL and transformers versions. The full file records what actually ran,
+#    so the run can be repeated and compared later on another version, and `ftlab train` on that file
+#    reproduces it.
+# 2. The effective batch grows 4x, so an epoch takes 4x fewer steps and `max_steps` now covers 4x more data.
+#    A learning rate tuned for the smaller batch may be off. To keep the run the same, divide the per-device
+#    batch (or the accumulation) by 4; or keep the bigger batch and retune the rate and the steps.
+# 3. DDP (`configs/accelerate/ddp.yaml`): the model fits on each GPU, so a full replica per GPU is fastest.
+#    Only the small adapter's gradients are averaged. FSDP shards the parameters and gathers them for every
+#    layer's forward and backward: communication that pays off only when a replica does not fit.
+# 4. Shard everything: `deepspeed_zero3.yaml` or `fsdp.yaml` (full shard). Weights, gradients and optimizer
+#    states are split 4 ways: 112 / 4 = 28 GB per GPU, plus activations (with gradient checkpointing). ZeRO-2
+#    keeps a full bf16 copy of the weights on each GPU: 14 + 98 / 4 = 38.5 GB, too tight for 40 GB.
+#
+# </details>
 
 # %%
 # The lesson's own check: the command-line run wrote its adapter and its config, and the config reloads.

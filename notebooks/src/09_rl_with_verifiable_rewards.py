@@ -188,27 +188,46 @@ print("always 1999-01-01 -> date_shape", sum(date_shape(gamed)) / len(gamed), "|
 # - *Hard*: train with your function next to `exact_date` (the cell after the check) for 30 steps. Does
 #   `frac_reward_zero_std` drop compared with `exact_date` alone?
 
-# %%
-from ftlab.rewards import checked, text
+# %% [markdown] tags=["exercise"]
+# **Checked exercise** (the easy level): write `right_year(completions, answer, **kwargs)` with TRL's
+# reward signature: 1.0 when the answer starts with the reference's year, else 0.0. `completions` holds
+# strings or chat messages (`ftlab.rewards.text` gives the text of either); `answer` the reference dates.
+
+# %% tags=["exercise"]
+from ftlab.rewards import text
 
 
 def right_year(completions, answer, **kwargs):
-    """1.0 when the answer starts with the reference's year."""
+    """1.0 when the answer starts with the reference's year, else 0.0; one float per completion."""
+    return None  # your code here
+
+
+# %% tags=["solution"]
+from ftlab.rewards import text
+
+
+def right_year(completions, answer, **kwargs):
+    """1.0 when the answer starts with the reference's year, else 0.0; one float per completion."""
     return [float(text(c).strip()[:4] == ref[:4]) for c, ref in zip(completions, answer)]
 
 
-# The check: your function on fixed answers (plain strings and chat messages, as TRL passes them)
+# %% tags=["check"]
+# The check: your function on fixed answers (plain strings and chat messages, as TRL passes them), called as
+# GRPO calls it (ftlab.rewards.checked: one float per completion, or a stop naming the completion that broke it)
+from ftlab.exercises import check_reward
+
 fixed = ["2021-03-03", "2021-12-31", "2020-03-03", "The year 2021", [{"role": "assistant", "content": "2021"}]]
-scores = checked(right_year)(prompts=None, completions=fixed, answer=["2021-03-03"] * len(fixed))
-assert scores == [1.0, 1.0, 0.0, 0.0, 1.0], scores
-print("exercise check passed:", scores)
+check_reward(right_year, fixed, answer=["2021-03-03"] * len(fixed), expected=[1.0, 1.0, 0.0, 0.0, 1.0])
 
 # %%
-# Hard level: your function next to a shipped one (names and functions mix); a few steps here
+# Hard level: your function next to a shipped one (names and functions mix); a few steps here. Until your
+# right_year passes its check, the shipped date_fields stands in for it.
+yours = right_year if check_reward(right_year, fixed, ["2021-03-03"] * len(fixed), [1.0, 1.0, 0.0, 0.0, 1.0]) \
+    else "date_fields"
 mine = train(load_config("dates_grpo", [
     "output_dir=runs/09_mine", "warm_start_steps=0", f"init_adapter={grpo.run_dir / 'warm_start'}",
     f"max_steps={pick(small=1, full=30)}", "test_file=null", "logging_steps=1", "save_steps=1000"]),
-    reward_funcs=[right_year, "exact_date"])
+    reward_funcs=[yours, "exact_date"])
 print({k: round(v, 3) for k, v in mine.history[0].items() if k.startswith("rewards/") and k.endswith("/mean")})
 
 # %% [markdown]
@@ -218,11 +237,28 @@ print({k: round(v, 3) for k, v in mine.history[0].items() if k.startswith("rewar
 #    the main job's rewards prevents it?
 # 3. When would you turn the KL term on (`beta > 0`), and what does it cost?
 # 4. SFT needs the right answers; GRPO needs only a way to check them. When is that difference decisive?
+#
+# <details><summary>Answers</summary>
+#
+# 1. The advantage of an answer is its reward minus the group's mean (divided by the group's standard
+#    deviation). Equal rewards give every answer advantage 0, so the policy-gradient term is 0, whatever the
+#    reward's value. Only the KL term could move the model, and it is off at `beta = 0`.
+# 2. It could, if the day stays hard while year and month are easy: 2/3 is then a stable plateau. The main
+#    job also pays `exact_date`, 1 only for the whole date. In a group where one answer gets the day right,
+#    that answer earns 1 + 1 = 2 against 0 + 2/3, so it gets the largest advantage.
+# 3. When the policy drifts: reward hacking, broken language, lost general ability, long runs. A positive
+#    `beta` keeps it near the reference. The cost is a reference forward pass per batch (time and memory;
+#    with LoRA, a pass with the adapter off) and slower reward gains.
+# 4. When right answers are expensive to write but cheap to check: maths with a checker, code with tests,
+#    formats with a validator. It also matters when many answers are right (SFT imitates one of them) or when
+#    the model should find its own way to an answer.
+#
+# </details>
 
 # %%
 # The lesson's own check: GRPO ran on the warm-started policy with both rewards logged per step.
 assert m["task"] == "grpo" and m["steps"] == cfg.max_steps
 assert all(f"rewards/{n}/mean" in grpo.history[0] for n in cfg.reward_funcs)
 assert first["frac_reward_zero_std"] == 1.0  # the base model: no signal
-assert "rewards/right_year/mean" in mine.history[0]
+assert f"rewards/{getattr(yours, '__name__', yours)}/mean" in mine.history[0]
 print("notebook check passed")

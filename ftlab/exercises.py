@@ -34,12 +34,13 @@ class Check:
 
 def _call(fn, *args, **kwargs):
     """(result, None), or (None, why) when fn raised or is still the stub (returned None)."""
+    name = getattr(fn, "__name__", "your function")
     try:
         out = fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - the learner's code: any error is an answer to report
-        return None, f"{fn.__name__}{_short(args)} raised {type(e).__name__}: {e}"
+        return None, f"{name}{_short(args)} raised {type(e).__name__}: {e}"
     if out is None:
-        return None, f"{fn.__name__} returned None: replace the `return None` with your code"
+        return None, f"{name} returned None: replace the `return None` with your code"
     return out, None
 
 
@@ -60,10 +61,11 @@ def _tiny_llama(seed: int = 0):
     """A real transformers Llama with random weights, small enough to build in milliseconds (on the CPU)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded here, the notebook's own random state left as it was
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config).eval()
 
 
 def _with_adapter(model, *overrides: str):

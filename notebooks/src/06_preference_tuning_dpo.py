@@ -87,11 +87,12 @@ print(merged.summary().splitlines()[0])
 #   recipes sit around 5e-6 to 5e-5. At 5e-4 for many steps a policy drifts far from its reference.
 
 # %%
+BETA = 0.1  # DPO's beta; the checked exercise at the end reads it too
 dpo = train(load_config("dates_smoke", [
     "task=dpo", "model=runs/06_sft_merged", "output_dir=runs/06_dpo",
     f"train_file={DATA_DIR / 'dates' / 'preference_train.jsonl'}",
     f"eval_file={DATA_DIR / 'dates' / 'preference_test.jsonl'}", f"test_limit={n_test}",
-    f"max_steps={pick(small=6, full=60)}", "learning_rate=5e-4", "beta=0.1", "max_length=128",
+    f"max_steps={pick(small=6, full=60)}", "learning_rate=5e-4", f"beta={BETA}", "max_length=128",
     "logging_steps=1", "eval_steps=1000", "save_steps=1000"]))
 print(type(dpo.trainer).__name__, "| reference: the same model with the adapter off")
 from trl import DPOConfig
@@ -291,10 +292,11 @@ from ftlab.exercises import check_dpo_loss
 check_dpo_loss(dpo_loss)
 
 # %%
-# Against TRL's logs: each logged step holds batch means, and rewards/chosen = beta x (policy - reference), so
-# the four log-probabilities follow from them. The loss is convex in the margin: your loss at the batch's mean
-# margin must be at most TRL's mean loss, and equal at step 1, where every margin is 0 (log 2 = 0.6931).
-check_dpo_loss(dpo_loss, history=dpo.history, beta=dpo.config.beta)
+# Against TRL's logs (`logs`, the DPO run's steps): each holds batch means, and rewards/chosen =
+# beta x (policy - reference), so the four log-probabilities follow from them. The loss is convex in the
+# margin: your loss at the batch's mean margin must be at most TRL's mean loss, and equal at step 1, where
+# every margin is 0 (log 2 = 0.6931).
+check_dpo_loss(dpo_loss, history=logs.reset_index().to_dict("records"), beta=BETA)
 
 # %% [markdown]
 # **Questions**

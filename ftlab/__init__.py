@@ -10,7 +10,7 @@ functions count; tests/test_layers.py checks every edge against this table):
   core        shipped fingerprint hardware embedded course
   data        formats data lossmask config examples
   models      quant generate bottleneck adapters models merge
-  evaluation  tasks rewards evaluation
+  evaluation  tasks rewards evaluation exercises
   artefacts   curves monitor report export
   training    preflight speed training
   front ends  estimation doctor panels cli

@@ -47,6 +47,7 @@ def badges(name: str) -> str:
 def install_cell(name: str) -> str:
     """notebooks/install_cell.py, with this course's install source and the notebook's GPU setting."""
     code = (HERE / "install_cell.py").read_text().strip("\n").replace('"INSTALL_SOURCE"', json.dumps(INSTALL_SOURCE))
+    code = code.replace('NOTEBOOK = "NOTEBOOK"', f"NOTEBOOK = {json.dumps(Path(name).stem)}")
     if Path(name).stem in MULTI_PROCESS:
         code, n = re.subn(r"^ONE_GPU = True .*$", "ONE_GPU = False  # this notebook launches one process per GPU: "
                           "it keeps them all", code, flags=re.MULTILINE)

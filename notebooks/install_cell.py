@@ -55,3 +55,11 @@ except importlib.metadata.PackageNotFoundError:
     print("installed:", ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names))
     if gpus:
         print("If pip's output above asks you to restart the runtime, do so and run this notebook again.")
+
+NOTEBOOK = "NOTEBOOK"  # build.py writes this notebook's name here
+try:  # what this notebook will run with, and how long it took where it was measured
+    from ftlab.course import announce
+
+    print(announce(NOTEBOOK))
+except Exception as err:  # noqa: BLE001 - e.g. a torch that pip upgraded under this kernel
+    print(f"ftlab does not import yet ({type(err).__name__}: {err}): restart the runtime and run this cell again")

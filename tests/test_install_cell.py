@@ -57,7 +57,9 @@ def test_every_notebook_gets_the_same_install_cell_with_the_one_install_source()
         assert "T4 GPU" in nb.cells[0].source and "Kaggle" in nb.cells[0].source
     assert f'"FTLAB_INSTALL_SOURCE", "{build.INSTALL_SOURCE}"' in cells["00_setup_and_tour"]
     # the same install everywhere; only the notebooks that launch one process per GPU keep both GPUs
-    assert len({re.sub(r"^ONE_GPU = .*$", "", c, flags=re.MULTILINE) for c in cells.values()}) == 1
+    assert len({re.sub(r"^(ONE_GPU|NOTEBOOK) = .*$", "", c, flags=re.MULTILINE) for c in cells.values()}) == 1
+    # and each announces itself by its own name (ftlab.course.announce: profile, device, dtype, expected time)
+    assert all(f'NOTEBOOK = "{stem}"' in cell for stem, cell in cells.items())
     assert {stem for stem, c in cells.items() if "ONE_GPU = False" in c} == build.MULTI_PROCESS
 
 
@@ -66,6 +68,8 @@ def test_local_cpu_uses_the_installed_ftlab_and_the_full_profile(tmp_path):
     assert code == 0, out
     assert "ftlab 0.1.0 is installed: using it" in out and "installing" not in out
     assert "No CUDA GPU: training runs on the CPU, slowly. Profile full" in out
+    # then it announces what the notebook runs with (ftlab.course.announce), by the notebook's own name
+    assert "02_lora: profile full | device CPU, " in out and "\nexpected time: " in out, out
 
 
 def test_local_without_ftlab_says_how_to_install_instead_of_installing(tmp_path):

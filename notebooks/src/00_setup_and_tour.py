@@ -7,7 +7,8 @@
 # **You will learn to**
 # - check what your machine can do for fine-tuning (GPU, bf16, 4-bit) with `ftlab doctor`;
 # - load a real instruct model, offline or from the hub, and see the objects you get back;
-# - chat with the base model and see where it fails on the task this course teaches it.
+# - chat with the base model and see where it fails on the task this course teaches it;
+# - see the whole game in one table (base model, few-shot prompt, a short fine-tune), and when not to fine-tune.
 #
 # **Where the code is**: `ftlab.doctor` (the machine), `ftlab.models` (loading), `ftlab.generate` (chat), `ftlab.evaluation` (scoring). Read any function with `??` (e.g. `train??`).
 
@@ -85,6 +86,39 @@ few_shot = [{"role": "user", "content": "Rewrite as YYYY-MM-DD: July 4, 1976"},
 shot_rows = [{"messages": few_shot + row["messages"]} for row in test_rows]
 few_shot_table, _ = evaluate({"few-shot": (model, tokenizer)}, shot_rows, metrics=("exact_match",))
 print(f"few-shot exact match: {few_shot_table.loc['few-shot', 'exact_match']:.0%}")
+
+# %% [markdown]
+# **The whole game in one table**
+# - The same rows three ways: the base model as it is, the same model with the few-shot prompt above, and the
+#   model after a short LoRA fine-tune (`train` with `configs/dates_smoke.yaml`; notebook 02 opens up every
+#   setting). Each figure comes with its n and a 95% interval: on a dozen rows the intervals are wide.
+# - `train` loads its own copy of the model, so the one loaded above is freed first (`load_model()` again
+#   to chat more).
+
+# %%
+import pandas as pd
+
+from ftlab.config import load_config
+from ftlab.evaluation import wilson
+from ftlab.hardware import release_memory
+from ftlab.training import train
+
+del model
+release_memory()
+tour_steps = pick(small=8, full=60)
+tuned = train(load_config("dates_smoke", [
+    "output_dir=runs/00_tour", "eval_file=null", "save_steps=1000", f"test_limit={len(test_rows)}",
+    f"max_steps={tour_steps}",
+    # 4 chats per step, 2 at a time, activations recomputed: keeps the tour under Binder's 2 GB
+    "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "gradient_checkpointing=true",
+    "max_length=128"]))
+n = len(test_rows)
+scores = {"base model": table.loc["base", "exact_match"],
+          "base model, few-shot prompt": few_shot_table.loc["few-shot", "exact_match"],
+          f"fine-tuned (LoRA, {tour_steps} steps)": tuned.metrics["tuned_exact_match"]}
+pd.DataFrame([{"approach": name, "exact match": f"{share:.0%}",
+               "95% interval": "[{:.0%}, {:.0%}]".format(*wilson(round(share * n), n)), "n": n}
+              for name, share in scores.items()]).set_index("approach")
 
 # %% [markdown]
 # **When not to fine-tune**
@@ -177,7 +211,9 @@ check_day_number(day_number)
 # </details>
 
 # %%
-# The lesson's own check: the model is real and the task is not solved before training.
+# The lesson's own check: the model is real, the task is not solved before training, and the short fine-tune
+# beats the base model on the same rows.
 assert "Paris" in answer, answer
 assert len(answers) == len(test_rows) and table.loc["base", "exact_match"] < 0.5, table
+assert tuned.metrics["tuned_exact_match"] > table.loc["base", "exact_match"], scores  # the tour's fine-tune helped
 print("notebook check passed")

@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--r", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate, both sides")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="both sides (PEFT's and ftlab's default: 0)")
     p.add_argument("--qlora", action="store_true", help="4-bit NF4 base for both sides")
     p.add_argument("--eval-rows", type=int, default=64)
@@ -183,7 +184,7 @@ def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
                                bnb_4bit_compute_dtype=torch.bfloat16) if args.qlora else None
     model = AutoModelForCausalLM.from_pretrained(model_name, quantization_config=quant)
     cfg = SFTConfig(output_dir=out_dir, max_steps=args.steps, per_device_train_batch_size=args.batch,
-                    gradient_accumulation_steps=args.grad_accum, learning_rate=2e-4, max_length=args.max_length,
+                    gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, max_length=args.max_length,
                     bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
                     use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no", report_to="none",
                     seed=args.seed, include_num_input_tokens_seen="non_padding", disable_tqdm=True)
@@ -205,7 +206,7 @@ def side_b(args, model_name: str, out_dir: str, clock) -> tuple:
                       method="qlora" if args.qlora else "lora", r=args.r, lora_alpha=2 * args.r,
                       lora_dropout=args.lora_dropout,
                       max_steps=args.steps, per_device_train_batch_size=args.batch,
-                      gradient_accumulation_steps=args.grad_accum, learning_rate=2e-4, max_length=args.max_length,
+                      gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, max_length=args.max_length,
                       logging_steps=1, save_steps=10**9, seed=args.seed)
     result = train(cfg, callbacks=[clock])
     return result.model, result.tokenizer

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+NUMBER = r"(-?\d[\d.]*(?:e[+-]?\d+)?)"  # a ratio column may print "-" (A's figure was 0)
 
 
 @pytest.mark.slow
 def test_train_throughput_tiny_prints_both_sides_and_ratios():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--tiny"],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1200)
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1200,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
             for m in re.findall(r"^(\w+)\s+([\d.e+-]+)\s+([\d.e+-]+)\s+([\d.e+-]+)$", out.stdout, re.MULTILINE)}
@@ -42,3 +44,22 @@ def test_long_rows_fill_max_length_with_the_task_pairs(tmp_path, tokenizer):
         assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
     first = chats[0]
     assert [first[i:i + 2] for i in range(0, len(first), 2)] == pairs[:len(first) // 2]  # the task's pairs, in order
+
+
+@pytest.mark.slow
+def test_time_to_quality_tiny_prints_both_sides_checks_and_the_verdict():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/time_to_quality.py"), "--tiny"],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1200,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for side in "AB":  # --tiny: 4 steps, a check every 2 -> checks at steps 2 and 4 unless the first reached 90%
+        trail = re.search(rf"^  {side} checks \(step: exact match\): (.*)$", out.stdout, re.MULTILINE)
+        assert trail and re.fullmatch(r"2: \d+%(, 4: \d+%)?", trail[1]), out.stdout
+    rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
+            for m in re.findall(rf"^(\w+)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out.stdout, re.MULTILINE)}
+    for key in ("train_s_to_target", "tokens_per_s", "fp32_peak_tflops", "bf16_peak_tflops", "mfu", "peak_rss_mb"):
+        a, b, ratio = rows[key]
+        assert a > 0 and b > 0 and ratio == pytest.approx(b / a, rel=0.01), (key, out.stdout)
+    assert re.search(r"^machine: .*bf16 instructions: (AMX|AVX512-BF16|neither)", out.stdout, re.MULTILINE)
+    assert re.search(r"^time to target, A / B: (>?[\d.]+x|not defined: B did not reach the target)$", out.stdout,
+                     re.MULTILINE), out.stdout

@@ -103,6 +103,17 @@ def test_resolve_fills_the_automatic_choices(monkeypatch):
     assert resolve(load_config(None, ["optim=adamw_torch"])).optim == "adamw_torch"  # asked for: kept
 
 
+def test_auto_backend_runs_grpo_on_peft_and_says_why(monkeypatch, capsys):
+    """Where auto would pick Unsloth (a CUDA GPU with it installed), GRPO goes to transformers + PEFT with one line;
+    SFT on the same machine keeps Unsloth."""
+    monkeypatch.setattr("ftlab.hardware.choose_backend", lambda asked: ("unsloth", "a CUDA GPU with Unsloth"))
+    assert resolve(load_config("dates_grpo")).backend == "transformers"
+    line = capsys.readouterr().out
+    assert "GRPO runs on transformers + PEFT" in line and "backend=transformers" in line, line
+    assert resolve(load_config("dates_smoke")).backend == "unsloth"
+    assert "GRPO" not in capsys.readouterr().out
+
+
 def test_eval_steps_default_follows_logging_steps():
     evals = str(ROOT / "data/dates/validation.jsonl")
     assert resolve(load_config(None, [f"eval_file={evals}", "logging_steps=4"])).eval_steps == 20

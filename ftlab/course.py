@@ -43,7 +43,8 @@ def expected_time(notebook: str) -> str:
     seconds = SMALL_CPU_SECONDS.get(notebook)
     if seconds is None:
         return f"expected time: not measured for {notebook}"
-    small = f"about {seconds / 60:.0f} min in the small profile on {MEASURED_ON}"
+    took = f"{seconds} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    small = f"about {took} in the small profile on {MEASURED_ON}"
     if profile() == "small" and not torch.cuda.is_available():
         return f"expected time: {small}; a faster CPU takes less"
     device = "a GPU" if torch.cuda.is_available() else "a CPU"

@@ -22,6 +22,8 @@ def test_expected_time_says_what_was_measured_and_what_was_not(monkeypatch):
     monkeypatch.setenv("FTLAB_PROFILE", "small")
     assert course.expected_time("02_lora").startswith("expected time: about 6 min in the small profile on ")
     assert "not measured for 99_new" in course.expected_time("99_new")
+    monkeypatch.setattr(course, "SMALL_CPU_SECONDS", {"02_lora": 330, "01_formatting_data": 16})
+    assert course.expected_time("01_formatting_data").startswith("expected time: about 16 s in")  # not "0 min"
     monkeypatch.setenv("FTLAB_PROFILE", "full")
     assert "the full profile on a CPU is not measured yet (about 6 min in the small profile" in \
         course.expected_time("02_lora")

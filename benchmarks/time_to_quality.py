@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,20 +37,11 @@ ROOT = tt.ROOT
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    p.add_argument("--train-file", default=str(ROOT / "data/dates/train_varied.jsonl"))
-    p.add_argument("--eval-file", default=str(ROOT / "data/dates/validation.jsonl"))
+    tt.shared_arguments(p, train_file="train_varied.jsonl", max_length=256, lr=5e-4)  # the main job's data and lr
     p.add_argument("--target", type=float, default=0.9, help="exact match on the check rows that ends a side")
     p.add_argument("--check-every", type=int, default=10, help="optimizer steps between checks")
     p.add_argument("--check-rows", type=int, default=50, help="validation rows answered at each check")
     p.add_argument("--steps", type=int, default=100, help="the cap: a side stops here if it never reaches target")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--r", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate, both sides (the main job's)")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="4 steps, a check every 2 on 4 rows: a smoke run")
     p.add_argument("--side", choices=["A", "B"], help=argparse.SUPPRESS)  # internal: one side, JSON out
     args = p.parse_args(argv)
@@ -171,16 +161,9 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(run_side(args)))
         return 0
     raw = sys.argv[1:] if argv is None else list(argv)
-    results = {}
-    for side in ("A", "B"):
-        proc = subprocess.run([sys.executable, __file__, *raw, "--side", side], capture_output=True, text=True,
-                              check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            print(f"side {side} failed (exit {proc.returncode})", file=sys.stderr)
-            return 1
-        results[side] = json.loads(line[len("RESULT "):])
+    results = tt.run_both_sides(__file__, raw)
+    if results is None:
+        return 1
     a, b = results["A"], results["B"]
     cpu = processor()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (

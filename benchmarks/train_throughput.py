@@ -34,22 +34,27 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "A10": 125.0}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def shared_arguments(p: argparse.ArgumentParser, *, train_file: str, max_length: int, lr: float) -> None:
+    """The settings A and B get alike (this benchmark's and time_to_quality.py's); data/dates/<train_file>."""
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    p.add_argument("--train-file", default=str(ROOT / "data/dates/train.jsonl"))
+    p.add_argument("--train-file", default=str(ROOT / "data/dates" / train_file))
     p.add_argument("--eval-file", default=str(ROOT / "data/dates/validation.jsonl"))
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps, warm-up included")
-    p.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     p.add_argument("--batch", type=int, default=8, help="per-device batch")
     p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-length", type=int, default=max_length)
     p.add_argument("--r", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4, help="learning rate, both sides")
+    p.add_argument("--lr", type=float, default=lr, help="learning rate, both sides")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="both sides (PEFT's and ftlab's default: 0)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared_arguments(p, train_file="train.jsonl", max_length=512, lr=2e-4)
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps, warm-up included")
+    p.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     p.add_argument("--qlora", action="store_true", help="4-bit NF4 base for both sides")
     p.add_argument("--eval-rows", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--long-rows", action="store_true",
                    help="train and eval on multi-turn chats of the task's Q&As that fill max_length (the dates "
                         "rows alone are ~75 tokens: at max_length 2048 a step would time padding-free short rows)")
@@ -264,6 +269,22 @@ def machine() -> str:
             f"python {platform.python_version()}")
 
 
+def run_both_sides(script: str, raw: list[str]) -> dict | None:
+    """`script raw --side A`, then B, each in its own process (neither inherits the other's caches or allocator):
+    {side: the JSON its RESULT line printed}, or None after printing the failing side's output."""
+    results = {}
+    for side in ("A", "B"):
+        proc = subprocess.run([sys.executable, script, *raw, "--side", side], capture_output=True, text=True,
+                              check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            print(f"side {side} failed (exit {proc.returncode})", file=sys.stderr)
+            return None
+        results[side] = json.loads(line[len("RESULT "):])
+    return results
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.side:
@@ -278,16 +299,9 @@ def main(argv=None) -> int:
         args.eval_file = long_conversations(args.eval_file, workdir / f"long{args.max_length}_eval.jsonl",
                                             args.max_length, args.eval_rows)
         raw += ["--train-file", args.train_file, "--eval-file", args.eval_file]
-    results = {}
-    for side in ("A", "B"):  # separate processes: neither side inherits the other's caches or allocator
-        proc = subprocess.run([sys.executable, __file__, *raw, "--side", side], capture_output=True, text=True,
-                              check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            print(f"side {side} failed (exit {proc.returncode})", file=sys.stderr)
-            return 1
-        results[side] = json.loads(line[len("RESULT "):])
+    results = run_both_sides(__file__, raw)
+    if results is None:
+        return 1
     a, b = results["A"], results["B"]
     print(f"machine: {machine()}")
     rows = "multi-turn rows filling max_length" if args.long_rows else "the task's rows"

@@ -12,14 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"(-?\d[\d.]*(?:e[+-]?\d+)?)"  # a ratio column may print "-" (A's figure was 0)
 
 
+def ratio_rows(stdout: str) -> dict[str, tuple[float, float, float]]:
+    """{figure: (A, B, B/A)} from a benchmark's side-by-side table (a row whose ratio is "-" is left out)."""
+    return {m[0]: (float(m[1]), float(m[2]), float(m[3]))
+            for m in re.findall(rf"^(\w+)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", stdout, re.MULTILINE)}
+
+
 @pytest.mark.slow
 def test_train_throughput_tiny_prints_both_sides_and_ratios():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--tiny"],
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1200,
                          check=False)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
-            for m in re.findall(r"^(\w+)\s+([\d.e+-]+)\s+([\d.e+-]+)\s+([\d.e+-]+)$", out.stdout, re.MULTILINE)}
+    rows = ratio_rows(out.stdout)
     for key in ("tokens_per_s", "step_s_median", "peak_rss_mb", "eval_loss", "mfu_measured_peak"):
         assert key in rows, f"no {key} line in:\n{out.stdout}"
         a, b, ratio = rows[key]
@@ -55,8 +60,7 @@ def test_time_to_quality_tiny_prints_both_sides_checks_and_the_verdict():
     for side in "AB":  # --tiny: 4 steps, a check every 2 -> checks at steps 2 and 4 unless the first reached 90%
         trail = re.search(rf"^  {side} checks \(step: exact match\): (.*)$", out.stdout, re.MULTILINE)
         assert trail and re.fullmatch(r"2: \d+%(, 4: \d+%)?", trail[1]), out.stdout
-    rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
-            for m in re.findall(rf"^(\w+)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out.stdout, re.MULTILINE)}
+    rows = ratio_rows(out.stdout)
     for key in ("train_s_to_target", "tokens_per_s", "fp32_peak_tflops", "bf16_peak_tflops", "mfu", "peak_rss_mb"):
         a, b, ratio = rows[key]
         assert a > 0 and b > 0 and ratio == pytest.approx(b / a, rel=0.01), (key, out.stdout)

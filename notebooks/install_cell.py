@@ -5,6 +5,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 # What to install: "ftlab" (PyPI), a git URL or a wheel's path. CI points it at the wheel it built.
 SOURCE = os.environ.get("FTLAB_INSTALL_SOURCE", "INSTALL_SOURCE")
@@ -44,12 +45,24 @@ except importlib.metadata.PackageNotFoundError:
     spec = f"ftlab[{extras}]" if SOURCE == "ftlab" else f"ftlab[{extras}] @ {url}"
     if host == "kaggle":
         print("Kaggle: this install needs Internet switched on (Settings > Internet)")
-    print(f"installing {spec} (a few minutes)")
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec],
+    # Keep the runtime's own torch: Unsloth needs xformers, whose newest wheel pins another torch, and pip
+    # would replace Colab's CUDA build under this kernel. A constraints file makes pip pick what fits it.
+    keep = {}
+    for name in ("torch", "torchvision", "torchaudio"):
+        try:
+            keep[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    constraints = pathlib.Path(tempfile.mkdtemp()) / "keep-runtime-torch.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in keep.items()))
+    print(f"installing {spec} (a few minutes)"
+          + (f", keeping this runtime's {', '.join(f'{n} {v}' for n, v in keep.items())}" if keep else ""))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(constraints), spec],
                          capture_output=True, text=True, check=False)
     print(pip.stdout + pip.stderr, end="")  # with -q: warnings and errors only
     if pip.returncode != 0:
-        raise RuntimeError(f"pip could not install {spec}: its output is above")
+        raise RuntimeError(f"pip could not install {spec}" + (f" without replacing this runtime's torch "
+                           f"({constraints.read_text().strip()})" if keep else "") + ": its output is above")
     importlib.invalidate_caches()  # so the next cell imports what pip just installed
     names = ["ftlab", "torch", "transformers", "peft", "trl", "lm_eval"] + (["unsloth"] if gpus else [])
     print("installed:", ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names))

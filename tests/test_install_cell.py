@@ -98,3 +98,24 @@ def test_a_p100_is_refused_before_anything_loads_naming_the_t4(tmp_path, host):
     code, out, _ = run_cell(tmp_path, gpus=[P100], host_vars=host)
     assert code != 0 and "Tesla P100-PCIE-16GB has compute capability 6.0" in out and "T4" in out, out
     assert "is installed" not in out and "installing" not in out
+
+
+def test_the_install_keeps_the_runtimes_torch(tmp_path):
+    """Unsloth needs xformers, whose newest wheel pins another torch: pip must not swap Colab's CUDA torch
+    under the kernel. A stand-in pip (first on the path) records what the cell asks of it."""
+    site = tmp_path / "site"
+    meta = site / "torch-2.99.0+cu999.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu999\n")
+    (site / "pip").mkdir()
+    (site / "pip" / "__init__.py").write_text("")
+    (site / "pip" / "__main__.py").write_text(
+        "import sys\nargs = sys.argv[1:]\nprint('pip args', args)\n"
+        "print('constraints', repr(open(args[args.index('-c') + 1]).read()) if '-c' in args else None)\n"
+        "sys.exit(3)\n")
+    host = {"COLAB_RELEASE_TAG": "test", "FTLAB_INSTALL_SOURCE": str(tmp_path / "ftlab-0.1.0-py3-none-any.whl"),
+            "PYTHONPATH": str(site)}
+    code, out, _ = run_cell(tmp_path, gpus=[T4], host_vars=host, python_args=["-S"])  # -S: no ftlab
+    assert "constraints 'torch==2.99.0+cu999\\n'" in out, out
+    assert "installing ftlab[eval,unsloth] @ " in out and "keeping this runtime's torch 2.99.0+cu999" in out, out
+    assert code != 0 and "pip could not install" in out and "without replacing this runtime's torch" in out, out

@@ -11,7 +11,9 @@ assistant-only loss, computed the same way for both), and model FLOPs utilisatio
   python benchmarks/train_throughput.py --model configs/shapes/llama-3.2-1b.json --max-length 2048 --qlora
 
 --model takes a hub id / folder, or a config JSON (random weights, saved once to a temp folder), so sizes
-whose weights are not available offline can still be timed. Leaves out: multi-GPU.
+whose weights are not available offline can still be timed. --tokenizer (default: the embedded model's) is the
+tokenizer a config JSON gets and the one --long-rows counts tokens with: a folder keeps the run offline where
+the embedded model is absent (benchmarks/gpu_smoke.sh passes the stand-in's). Leaves out: multi-GPU.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
+TOKENIZER = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded model (ftlab.embedded.DEFAULT_MODEL)
 # Dense bf16 peak from spec sheets (TFLOP/s), for MFU against the advertised figure on known GPUs.
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "A10": 125.0}
 
@@ -59,6 +62,8 @@ def parse_args(argv=None):
                    help="train and eval on multi-turn chats of the task's Q&As that fill max_length (the dates "
                         "rows alone are ~75 tokens: at max_length 2048 a step would time padding-free short rows)")
     p.add_argument("--tiny", action="store_true", help="3 steps, 16 eval rows: a smoke run")
+    p.add_argument("--tokenizer", default=TOKENIZER,
+                   help="hub id or folder: the tokenizer of a config-JSON --model and of --long-rows' token counts")
     p.add_argument("--side", choices=["A", "B"], help=argparse.SUPPRESS)  # internal: run one side, print JSON
     p.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     args = p.parse_args(argv)
@@ -70,8 +75,12 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------ shared by both sides
 
 
-def materialize(model: str, workdir: Path) -> str:
-    """A hub id/folder as is; a config JSON becomes a random-weight checkpoint with the embedded tokenizer."""
+def materialize(model: str, workdir: Path, tokenizer: str = TOKENIZER) -> str:
+    """A hub id/folder as is; a config JSON becomes a random-weight checkpoint with `tokenizer`'s files.
+
+    On a GPU the checkpoint is written in the config's dtype (bf16 for every shipped shape), as the real
+    checkpoints ship, so side A's `from_pretrained` keeps embedding and head in 16 bits; on a CPU in fp32, as
+    the CPU tables in docs/benchmarks.md were measured."""
     if not model.endswith(".json"):
         return model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -80,32 +89,65 @@ def materialize(model: str, workdir: Path) -> str:
     if not (out / "config.json").exists():
         torch.manual_seed(0)
         config = AutoConfig.from_pretrained(model)
-        AutoModelForCausalLM.from_config(config).save_pretrained(out)
-        AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct").save_pretrained(out)
+        if torch.cuda.is_available():  # initialised on the GPU: seconds for a 1B model, not a minute of CPU
+            dtype = getattr(torch, str(config.dtype).removeprefix("torch.")) if config.dtype else torch.bfloat16
+            with torch.device("cuda"):
+                random_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        else:
+            random_model = AutoModelForCausalLM.from_config(config)
+        random_model.save_pretrained(out)
+        del random_model
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
     return str(out)
 
 
 def matmul_peak_tflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Measured peak of a square matrix product in `dtype` on this device (TFLOP/s)."""
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    """Measured peak of a square matrix product in `dtype` on this device (TFLOP/s).
+
+    A GPU gets cuda_matmul_peak_tflops (8192^3, warmed up, CUDA events); a CPU n^3 products after 3 warm-ups."""
+    if torch.cuda.is_available():
+        return cuda_matmul_peak_tflops(dtype)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
-    if dev == "cuda":
-        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(reps):
         a @ b
-    if dev == "cuda":
-        torch.cuda.synchronize()
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def cuda_matmul_peak_tflops(dtype: torch.dtype, n: int = 8192, warmup_s: float = 0.5, timed_s: float = 0.5) -> float:
+    """8192^3 products on GPU 0: warm-up for >= warmup_s (an idle GPU's clocks ramp up under load: a product timed
+    cold reads low), then about timed_s of products between two CUDA events (GPU time, no launch gaps)."""
+    a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < warmup_s or done < 3:
+        a @ b
+        torch.cuda.synchronize()
+        done += 1
+    reps = max(10, round(timed_s / ((time.perf_counter() - start) / done)))
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * reps / (begin.elapsed_time(end) / 1e3) / 1e12  # elapsed_time: milliseconds
+
+
+def weight_count(p: torch.Tensor) -> int:
+    """Weights a parameter holds: a bitsandbytes Params4bit packs two 4-bit codes per uint8 element, so its
+    numel() is half its weights; its quant_state keeps the unpacked shape."""
+    state = getattr(p, "quant_state", None)
+    return state.shape.numel() if state is not None else p.numel()
 
 
 def flops_per_token(model, seq_len: float) -> float:
     """LoRA: ~4N per trained token (forward 2N + input-gradients 2N; frozen weights get no weight-gradients),
-    plus attention scores and values: 4*L*s*d forward, about 3x that with the backward."""
+    plus attention scores and values: 4*L*s*d forward, about 3x that with the backward. N counts the weights of
+    a 4-bit (QLoRA) base unpacked: each still costs a multiply-add, in the compute dtype."""
     cfg = model.config
-    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    n = sum(weight_count(p) for name, p in model.named_parameters() if "embed_tokens" not in name)
     if getattr(cfg, "tie_word_embeddings", False):
         n += cfg.vocab_size * cfg.hidden_size  # the tied lm_head still costs a matmul
     return 4 * n + 12 * cfg.num_hidden_layers * seq_len * cfg.hidden_size
@@ -138,16 +180,16 @@ def peak_memory_mb() -> dict:
     return {"peak_rss_mb": peak_rss() / 2**20}
 
 
-def long_conversations(src: str, out: Path, max_length: int, rows: int) -> str:
+def long_conversations(src: str, out: Path, max_length: int, rows: int, tokenizer: str = TOKENIZER) -> str:
     """JSONL of `rows` multi-turn chats, each as many of src's Q&A pairs as fit in max_length tokens.
 
-    The pairs are taken in order and reused cyclically; the chat template is the embedded model's (the
-    one materialize() gives the random-weight shapes), so the token counts hold for every --model here."""
+    The pairs are taken in order and reused cyclically; the chat template is `tokenizer`'s (the one
+    materialize() gives the random-weight shapes), so the token counts hold for every --model here."""
     from transformers import AutoTokenizer
 
     from ftlab.data import convert
 
-    tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     pairs = [r["messages"] for r in convert(src).rows]
 
     def length(messages):
@@ -175,6 +217,11 @@ def eval_rows(path: str, n: int) -> list[dict]:
 # ------------------------------------------------------------------ the two sides
 
 
+def cuda_bf16() -> bool:
+    """The recipe's `torch.cuda.is_bf16_supported()`, without emulation: True on a T4 otherwise (bf16 emulated)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
     """The usual recipe: TRL defaults, fp32 on CPU, loss on every token of the chat."""
     from datasets import Dataset
@@ -190,7 +237,7 @@ def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
     model = AutoModelForCausalLM.from_pretrained(model_name, quantization_config=quant)
     cfg = SFTConfig(output_dir=out_dir, max_steps=args.steps, per_device_train_batch_size=args.batch,
                     gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, max_length=args.max_length,
-                    bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+                    bf16=cuda_bf16(),
                     use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no", report_to="none",
                     seed=args.seed, include_num_input_tokens_seen="non_padding", disable_tqdm=True)
     lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=args.lora_dropout, target_modules="all-linear",
@@ -222,7 +269,7 @@ def run_side(args) -> dict:
     from ftlab.hardware import choose_precision
 
     workdir = Path(tempfile.gettempdir()) / "ftlab-bench"
-    model_name = materialize(args.model, workdir)
+    model_name = materialize(args.model, workdir, args.tokenizer)
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out_dir:
         start = time.perf_counter()
@@ -235,7 +282,7 @@ def run_side(args) -> dict:
     model.eval()
     ev = eval_loss(model, tok, eval_rows(args.eval_file, args.eval_rows), max_length=args.max_length)
     if args.side == "A":  # the recipe's own choice: bf16 only on a bf16 GPU
-        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        dtype = torch.bfloat16 if cuda_bf16() else torch.float32
     else:
         p = choose_precision()
         dtype = torch.bfloat16 if (p.bf16 or p.cpu_autocast_bf16) else torch.float16 if p.fp16 else torch.float32
@@ -295,9 +342,9 @@ def main(argv=None) -> int:
         workdir = Path(tempfile.gettempdir()) / "ftlab-bench"
         n_train = args.steps * args.batch * args.grad_accum
         args.train_file = long_conversations(args.train_file, workdir / f"long{args.max_length}_train.jsonl",
-                                             args.max_length, n_train)
+                                             args.max_length, n_train, args.tokenizer)
         args.eval_file = long_conversations(args.eval_file, workdir / f"long{args.max_length}_eval.jsonl",
-                                            args.max_length, args.eval_rows)
+                                            args.max_length, args.eval_rows, args.tokenizer)
         raw += ["--train-file", args.train_file, "--eval-file", args.eval_file]
     results = run_both_sides(__file__, raw)
     if results is None:

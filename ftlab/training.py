@@ -58,6 +58,17 @@ class TrainResult:
 # ---------------------------------------------------------------- the recipe
 
 
+def base_dtypes(cfg: TrainConfig, precision: Precision) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(weight dtype, 4-bit matmul dtype) of the base for this run's precision; None: load_model's default.
+
+    Under fp16 mixed precision (a T4, or bf16=false on a newer GPU) the frozen base and the 4-bit matmuls are
+    fp16 too: load_model's default would be bf16 on an Ampere or newer GPU, a run the user asked to keep off
+    bf16, and Unsloth refuses a bf16 model under fp16 training. Full fine-tuning keeps fp32 master weights."""
+    if precision.fp16 and cfg.method != "full":
+        return torch.float16, torch.float16 if cfg.method == "qlora" else None
+    return speed.bf16_base(cfg, precision), None
+
+
 def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool = False,
           progress_bar: bool = True) -> TrainResult:
     """Fine-tune as cfg says and write the run folder; returns the trainer, model, tokenizer and numbers.
@@ -82,9 +93,9 @@ def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool 
 
     def attempt(cfg):
         set_seed(cfg.seed)  # same initial adapter weights on every attempt
-        model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend,
-                                dtype=speed.bf16_base(cfg, precision), max_seq_length=cfg.max_length,
-                                verbose=not data)
+        dtype, compute_dtype = base_dtypes(cfg, precision)
+        model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend, dtype=dtype,
+                                compute_dtype=compute_dtype, max_seq_length=cfg.max_length, verbose=not data)
         if policy:
             model = start_from(model, policy)  # the starting policy; the trained adapter goes on top
         if not data:

@@ -77,7 +77,7 @@ def _make_adapter(path=None, *, target_modules, r=8, lora_alpha=None, random_ini
         opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
         peft_model.train()
         for batch in batches(tok):
-            peft_model(**batch).loss.backward()
+            peft_model(**{k: v.to(peft_model.device) for k, v in batch.items()}).loss.backward()
             opt.step()
             opt.zero_grad()
     if path is None:

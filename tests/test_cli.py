@@ -8,14 +8,22 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def ftlab(*args):
-    return subprocess.run([sys.executable, "-m", "ftlab.cli", *args], env=ENV, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ftlab.cli", *args], env=ENV, capture_output=True, text=True, check=False)
 
 
 def test_doctor_reports_the_machine():
+    from ftlab import hardware
+
     out = ftlab("doctor")
     assert out.returncode == 0, out.stderr
-    assert "CPU only" in out.stdout and "embedded model" in out.stdout and "ready" in out.stdout
-    assert "transformers" in out.stdout and "bf16 (CPU)" in out.stdout
+    rows = [line.split(None, 1) for line in out.stdout.splitlines()]  # "name   finding"
+    lines = {row[0]: row[1] for row in rows if row[0] in ("gpu", "backend")}
+    assert lines["gpu"].strip() == hardware.gpu_summary()  # "CPU only", or the GPU's name and memory
+    assert lines["backend"].strip() == hardware.choose_backend("auto")[1]
+    assert "embedded model" in out.stdout and "ready" in out.stdout
+    assert "transformers" in out.stdout and "bf16 (CPU)" in out.stdout and "bf16 (CUDA)" in out.stdout
+    if not hardware.torch.cuda.is_available():
+        assert "CPU only" in out.stdout and "no GPU" in out.stdout
 
 
 def test_errors_are_one_line_and_nonzero(tmp_path):

@@ -91,12 +91,19 @@ def test_bad_combinations():
 
 
 def test_resolve_fills_the_automatic_choices(monkeypatch):
-    cfg = resolve(load_config(None, ["method=qlora"]))
-    assert cfg.gradient_checkpointing is True and cfg.backend == "transformers"
-    assert resolve(load_config()).gradient_checkpointing is False
-    assert resolve(load_config()).optim == "adamw_torch"  # this machine has no CUDA
     import torch
 
+    from ftlab.hardware import choose_backend
+
+    cfg = resolve(load_config(None, ["method=qlora"]))
+    assert cfg.gradient_checkpointing is True
+    assert cfg.backend == choose_backend("auto")[0]  # Unsloth on a GPU that has it
+    assert resolve(load_config()).gradient_checkpointing is False
+    assert resolve(load_config()).optim == ("adamw_8bit" if torch.cuda.is_available() else "adamw_torch")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # any machine, acting as a CPU one
+    assert resolve(load_config(None, ["method=qlora"])).backend == "transformers"
+    assert resolve(load_config()).optim == "adamw_torch"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr("ftlab.hardware.unsloth_importable", lambda: False)
     assert resolve(load_config()).optim == "adamw_8bit"

@@ -35,12 +35,42 @@ def test_eval_loss_equals_the_models_own_loss(model_and_tokenizer):
     model, tok = model_and_tokenizer
     rows = load_split("dates", "validation")[:6]
     ours = eval_loss(model, tok, rows, batch_size=4, chunk_size=7)  # chunks that cut through rows
-    ids, attn, mask = _batch(rows, tok, 512)
+    ids, attn, mask = _batch(rows, tok, 512)  # on the CPU: moved to the model's device for the forward
     with torch.inference_mode():
-        theirs = model(input_ids=ids, attention_mask=attn, labels=ids.masked_fill(mask == 0, -100)).loss.item()
+        labels = ids.masked_fill(mask == 0, -100)
+        theirs = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                       labels=labels.to(model.device)).loss.item()
     assert ours["tokens"] == int(mask[:, 1:].sum()) == 66  # 6 ISO dates of ~10 tokens + <|im_end|> each
     assert ours["loss"] == pytest.approx(theirs, abs=1e-5)  # measured 0.62897 both
     assert ours["perplexity"] == pytest.approx(2.71828 ** ours["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("which", ["evaluate_run", "evaluate_text_run"])
+def test_full_finetuning_reloads_its_base_through_transformers(tmp_path, monkeypatch, which):
+    """After full fine-tuning the base is loaded again to compare with: through transformers, never Unsloth
+    (the comparison must not depend on how the training ran, nor on whether backend=auto picks Unsloth)."""
+    from types import SimpleNamespace
+
+    import ftlab.evaluation
+
+    asked = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load_model(name, **kwargs):
+        asked.update(kwargs, name=name)
+        raise Loaded
+
+    monkeypatch.setattr(ftlab.evaluation, "load_model", load_model)
+    texts = tmp_path / "test.jsonl"
+    texts.write_text(json.dumps({"text": "The quick brown fox jumps over the lazy dog."}) + "\n")
+    cfg = SimpleNamespace(model="some/base", method="full", test_file=str(texts), test_limit=None,
+                          max_length=64)
+    tuned = torch.nn.Linear(2, 2)  # a plain model (no disable_adapter): what full fine-tuning leaves
+    with pytest.raises(Loaded):
+        getattr(ftlab.evaluation, which)(cfg, tuned, None)
+    assert asked["name"] == "some/base" and asked.get("backend") == "transformers", asked
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
@@ -90,7 +120,8 @@ def test_answer_logprobs_and_preference_accuracy_against_a_hand_computation(mode
         full = tok.apply_chat_template(p["prompt"] + p["chosen"], tokenize=True, return_dict=True)["input_ids"]
         start, end = len(prefix["input_ids"]), max(i for i, t in enumerate(full) if t == tok.convert_tokens_to_ids("<|im_end|>"))
         with torch.inference_mode():
-            logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].float(), -1)
+            logits = model(input_ids=torch.tensor([full], device=model.device)).logits[0]
+            logp = torch.log_softmax(logits.float(), -1)
         by_hand.append(sum(logp[t - 1, full[t]].item() for t in range(start, end + 1)))
     ours = answer_logprobs(model, tok, [p["prompt"] + p["chosen"] for p in pairs[:2]], batch_size=2)  # padded batch
     assert ours == pytest.approx(by_hand, abs=1e-3)

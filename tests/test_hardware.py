@@ -18,6 +18,24 @@ def test_ampere_gets_bf16():
     assert (p.bf16, p.fp16, p.cpu_autocast_bf16) == (True, False, False)
 
 
+@pytest.mark.parametrize("capability, bf16", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_native_bf16_is_read_from_the_compute_capability(monkeypatch, capability, bf16):
+    """A T4 (7.5) trains in fp16 although torch.cuda.is_bf16_supported() says True there (emulation);
+    an A100 (8.0) or H100 (9.0) in bf16. The GPU is faked, so this runs on any machine."""
+    import torch
+
+    from ftlab import hardware
+    from ftlab.models import default_compute_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers by default
+    assert hardware.cuda_bf16_supported() is bf16
+    p = choose_precision(memory=16 * 2**30)
+    assert (p.bf16, p.fp16, p.cpu_autocast_bf16) == (bf16, not bf16, False), p.reason
+    assert default_compute_dtype() == (torch.bfloat16 if bf16 else torch.float16)
+
+
 def test_cpu_with_and_without_bf16():
     assert choose_precision(cuda=False, cpu_bf16=True, memory=24 * 2**30).cpu_autocast_bf16
     plain = choose_precision(cuda=False, cpu_bf16=False, memory=24 * 2**30)

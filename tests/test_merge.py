@@ -64,6 +64,60 @@ def test_fp32_merge_matches_adapter(tmp_path, make_adapter):
     assert "greedy identical" in result.summary() and "0.54 GB" in result.summary()  # 135M params x 4 bytes
 
 
+class OnTheGPU(torch.Tensor):
+    """A CPU tensor that acts as if it sat on cuda:0: any op with another tensor fails as a device mismatch
+    would; .cpu() and .to() give a plain CPU tensor back. A device mix-up shows on a machine without a GPU."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.cpu, torch.Tensor.to):
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs).as_subclass(torch.Tensor)
+        if func is torch.Tensor.float:  # the logits are fp32 already: still "on the GPU"
+            return args[0]
+        if func == torch.Tensor.device.__get__:
+            return torch.device("cuda", 0)
+        raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
+                           f"cuda:0 and cpu! ({getattr(func, '__name__', func)})")
+
+
+def test_compare_works_across_devices():
+    """merge_adapter's reference runs on the GPU, the saved model reloads on the CPU (load_merged): compare()
+    moves both sides' logits to the CPU, and gives the numbers it gives for two CPU tensors."""
+    torch.manual_seed(0)
+    ref = [torch.randn(5, 32), torch.randn(3, 32)]  # (prompt_len, vocab) each
+    other = [x + 0.01 * torch.randn_like(x) for x in ref]
+    on_cpu = compare({"logits": ref, "greedy": ["a", "b"]}, {"logits": other, "greedy": ["a", "c"]})
+    assert 0.01 < on_cpu["max_abs_logit_diff"] < 0.1 and on_cpu["greedy_mismatches"] == 1
+    gpu = [x.as_subclass(OnTheGPU) for x in ref]
+    with pytest.raises(RuntimeError, match="same device"):
+        gpu[0] - other[0]  # what compare() would meet without moving the logits
+    gpu_other = [x.as_subclass(OnTheGPU) for x in other]
+    greedy = {"greedy": ["a", "b"]}, {"greedy": ["a", "c"]}
+    assert compare({"logits": gpu, **greedy[0]}, {"logits": other, **greedy[1]}) == on_cpu
+    assert compare({"logits": ref, **greedy[0]}, {"logits": gpu_other, **greedy[1]}) == on_cpu
+
+
+def test_merge_loads_its_base_through_transformers(tmp_path, monkeypatch):
+    """A merge must not depend on how the training ran: never through Unsloth, even where auto picks it."""
+    import ftlab.models
+
+    asked = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load_model(name, **kwargs):  # merge_adapter imports it when called, so the fake is what it finds
+        asked.update(kwargs, name=name)
+        raise Loaded
+
+    monkeypatch.setattr(ftlab.models, "load_model", load_model)
+    with pytest.raises(Loaded):
+        merge_adapter(tmp_path / "adapter", tmp_path / "merged", base="some/base", qlora=False)
+    assert asked["name"] == "some/base" and asked.get("backend") == "transformers", asked
+
+
 def test_refuses_when_disk_is_too_small(tmp_path, monkeypatch, make_adapter):
     import shutil
     from collections import namedtuple
@@ -173,7 +227,7 @@ def two_adapters(tmp_path_factory, make_adapter):
 
 
 def _logits(model, tok):
-    enc = tok("The capital of France is", return_tensors="pt")
+    enc = tok("The capital of France is", return_tensors="pt").to(model.device)
     with torch.inference_mode():
         return model(**enc).logits[0, -1]
 

@@ -12,8 +12,11 @@ OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def test_default_model_answers_offline(model_and_tokenizer):
+    from ftlab.models import default_compute_dtype
+
     model, tokenizer = model_and_tokenizer
-    assert model.config.num_hidden_layers == 30 and model.dtype == torch.float32
+    expected = default_compute_dtype() if torch.cuda.is_available() else torch.float32  # 16-bit on a GPU
+    assert model.config.num_hidden_layers == 30 and model.dtype == expected
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
     assert "Paris" in chat(model, tokenizer, "What is the capital of France?", max_new_tokens=20)
 
@@ -31,17 +34,46 @@ def test_plain_transformers_loads_hub_name_offline():
 def test_load_in_4bit_is_nf4_and_smaller(model_and_tokenizer):
     import bitsandbytes as bnb
 
-    fp32, tokenizer = model_and_tokenizer
+    full, tokenizer = model_and_tokenizer  # fp32 on a CPU, 16-bit on a GPU
     q, _ = load_model(load_in_4bit=True, verbose=False)
     linear4 = [m for m in q.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 30 * 7  # q, k, v, o, gate, up, down in every layer
     assert linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested  # double quant
-    assert q.get_memory_footprint() < 0.35 * fp32.get_memory_footprint()
+    fp32_bytes = 4 * sum(p.numel() for p in full.parameters())  # what the model takes in fp32, on any device
+    assert q.get_memory_footprint() < 0.35 * fp32_bytes
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
-        top_fp32 = fp32(ids).logits[0, -1].topk(5).indices
-        top_4bit = q(ids).logits[0, -1].float().topk(5).indices
-    assert top_fp32[0] in top_4bit  # quantization noise, not a different model
+        top_full = full(ids.to(full.device)).logits[0, -1].topk(5).indices.cpu()
+        top_4bit = q(ids.to(q.device)).logits[0, -1].float().topk(5).indices.cpu()
+    assert top_full[0] in top_4bit  # quantization noise, not a different model
+
+
+@pytest.mark.parametrize("capability, compute", [((8, 0), torch.bfloat16), ((7, 5), torch.float16)])
+def test_4bit_on_a_gpu_keeps_the_unquantized_parts_in_the_compute_dtype(monkeypatch, capability, compute):
+    """On a (faked) GPU, dtype= goes with the BitsAndBytesConfig: transformers 5 would otherwise keep the
+    embedding, norms and lm_head in the checkpoint's fp32 (108 MiB more for SmolLM2). Not on a CPU."""
+    from ftlab import models
+
+    passed = {}
+
+    def from_pretrained(name, **kwargs):  # what reaches transformers; the tokenizer loads for real
+        passed.clear()
+        passed.update(kwargs)
+        return "model"
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # a T4 says so (emulation)
+    load_model(load_in_4bit=True, backend="transformers", verbose=False)
+    assert passed["quantization_config"].bnb_4bit_compute_dtype == compute
+    assert passed["dtype"] == compute and passed["device_map"] == {"": 0}
+    load_model(backend="transformers", verbose=False)  # 16-bit LoRA base: the same dtype, no quantization
+    assert passed["dtype"] == compute and "quantization_config" not in passed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    load_model(load_in_4bit=True, backend="transformers", verbose=False)
+    assert "dtype" not in passed and "device_map" not in passed  # a CPU: the checkpoint's dtypes (estimated)
 
 
 def test_unknown_model_offline_names_what_was_tried():
@@ -68,7 +100,7 @@ def test_embedded_build_into_fresh_cache(tmp_path):
     """From an empty HF cache: ftlab builds the model from the GGUF, then plain transformers finds it."""
     env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf")}
     build = subprocess.run([sys.executable, "-c", "from ftlab import load_model; load_model(verbose=False)"],
-                           env=env, capture_output=True, text=True)
+                           env=env, capture_output=True, text=True, check=False)
     assert build.returncode == 0, build.stderr[-2000:]
     snaps = list((tmp_path / "hf" / "hub").glob("models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/*"))
     assert len(snaps) == 1 and (snaps[0] / "model.safetensors").exists()

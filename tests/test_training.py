@@ -49,7 +49,8 @@ def test_run_folder_has_every_deliverable(trained_run):
                  "finetune_config.yaml", "metrics.jsonl", "loss_curve.png", "lineage.json", "finetune_report.md"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     saved = yaml.safe_load((run / "finetune_config.yaml").read_text())
-    assert saved["optim"] == "adamw_torch" and saved["gradient_checkpointing"] is False  # resolved, not None
+    assert saved["optim"] == ("adamw_8bit" if torch.cuda.is_available() else "adamw_torch")  # resolved
+    assert saved["gradient_checkpointing"] is False
     assert saved["seed"] == 42 and saved["versions"]["trl"] and saved["versions"]["peft"]
     assert load_config(run / "finetune_config.yaml") == trained_run.config  # reloads as the same run
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -66,8 +67,13 @@ def test_report_numbers(trained_run):
     m = trained_run.metrics
     assert 0 < m["trainable_params"] < 0.05 * m["total_params"]
     assert m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 100 and m["train_time_s"] > 0
-    bf16_cpu = not torch.cuda.is_available() and choose_precision().cpu_autocast_bf16
-    assert m["base_dtype"] == ("bfloat16" if bf16_cpu else str(torch.get_default_dtype()).removeprefix("torch."))
+    if torch.cuda.is_available():  # the frozen base in the GPU's 16-bit dtype (fp16 on a T4)
+        from ftlab.models import default_compute_dtype
+
+        expected = default_compute_dtype()
+    else:  # bf16 on a CPU that trains under bf16 autocast, else fp32
+        expected = torch.bfloat16 if choose_precision().cpu_autocast_bf16 else torch.get_default_dtype()
+    assert m["base_dtype"] == str(expected).removeprefix("torch.")
     assert m["n_test"] == 16 and len(m["samples"]) == 5
     assert m["tuned_exact_match"] > m["base_exact_match"]  # 8 steps already teach the ISO format
     table = m["eval_table"]  # ftlab.evaluation on the test rows: the report's evaluation table
@@ -115,7 +121,8 @@ def _mc_right(model, tok, docs, tie: float = 0.05) -> tuple[int, int]:
         for choice in doc["choices"]:
             ids = tok(ctx + choice, add_special_tokens=False)["input_ids"]
             with torch.inference_mode():
-                logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+                logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]
+                logp = logits.float().log_softmax(-1)
             scores.append(sum(logp[i - 1, ids[i]].item() for i in range(n_ctx, len(ids))))
         best = sorted(scores, reverse=True)
         right += scores.index(best[0]) == doc["gold"]
@@ -147,23 +154,27 @@ def test_adapter_loads_with_plain_peft_in_a_fresh_process(trained_run, tmp_path)
     ids = tok.apply_chat_template([{"role": "user", "content": "Give the ISO date: 3 May 2001"}],
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
     with torch.no_grad():
-        expected = model(input_ids=ids).logits[0, -1]
+        expected = model(input_ids=ids.to(model.device)).logits[0, -1].float().cpu()
     torch.save({"ids": ids, "expected": expected}, tmp_path / "probe.pt")
     dtype = str(model.get_base_model().lm_head.weight.dtype)  # the base as trained: bf16 on a bf16 CPU
     attn = model.config._attn_implementation  # eager on a CPU for short rows: same kernels, same numbers
+    device = str(model.device)
+    # a CPU: the same kernels, the same numbers; a GPU: 16-bit logits (~20) from other kernels (Unsloth's,
+    # if it trained), so a few bf16 steps of 0.06-0.125 apart. Not yet run on a GPU
+    atol = 1e-4 if device == "cpu" else 0.5
     script = textwrap.dedent(f"""
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
         probe = torch.load({str(tmp_path / 'probe.pt')!r})
         base = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct", dtype={dtype},
-                                                    attn_implementation={attn!r})
+                                                    attn_implementation={attn!r}).to({device!r})
         model = PeftModel.from_pretrained(base, {str(trained_run.run_dir)!r}).eval()
         with torch.no_grad():
-            got = model(input_ids=probe["ids"]).logits[0, -1]
+            got = model(input_ids=probe["ids"].to({device!r})).logits[0, -1].float().cpu()
         assert "ftlab" not in __import__("sys").modules
         print("max diff", (got - probe["expected"]).abs().max().item())
-        assert torch.allclose(got, probe["expected"], atol=1e-4), (got - probe["expected"]).abs().max()
+        assert torch.allclose(got, probe["expected"], atol={atol}), (got - probe["expected"]).abs().max()
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
@@ -295,13 +306,13 @@ def test_kto_and_orpo_a_few_steps_on_the_same_pairs(tmp_path):
     kto = train(tiny_config(tmp_path, "task=kto", f"train_file={prefs}", "learning_rate=5e-4", out="kto"))
     assert type(kto.trainer).__name__ == "KTOTrainer" and kto.trainer.ref_model is None
     assert len(kto.trainer.train_dataset) == 16  # 8 pairs -> 8 desirable + 8 undesirable answers
-    first = [h for h in kto.history if "loss" in h][0]
+    first = next(h for h in kto.history if "loss" in h)
     # step 1: policy == reference, so every log-ratio and the KL estimate are 0 and each answer's loss is
     # 1 - sigmoid(0) = 0.5, desirable or not (KTO, Ethayarajh et al. 2024, eq. 8)
     assert first["loss"] == pytest.approx(0.5, abs=1e-3)
     orpo = train(tiny_config(tmp_path, "task=orpo", f"train_file={prefs}", "learning_rate=5e-4", "beta=0.1", out="orpo"))
     assert type(orpo.trainer).__name__ == "ORPOTrainer"
-    first = [h for h in orpo.history if "loss" in h][0]
+    first = next(h for h in orpo.history if "loss" in h)
     # ORPO's loss is SFT's NLL on the chosen answer minus beta x log sigmoid(log odds ratio), logged apart
     assert first["loss"] == pytest.approx(first["nll_loss"] - 0.1 * first["log_odds_ratio"], abs=1e-3)
     assert (orpo.run_dir / "adapter_model.safetensors").exists() and (kto.run_dir / "finetune_report.md").exists()
@@ -400,7 +411,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     job = ["dates_smoke", "eval_file=null", "test_file=null", "max_steps=3", "lora_dropout=0", "save_steps=100",
            "logging_steps=1", "bf16=false",
            "group_by_length=false"]  # length groups are cut per device batch: a different order on 2 processes
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "CUDA_VISIBLE_DEVICES": ""}  # CPU processes on a GPU machine too: 2 ranks would want 2 GPUs
     subprocess.run([sys.executable, "-m", "ftlab.cli", "train", *job, f"output_dir={tmp_path / 'one'}",
                     "per_device_train_batch_size=4"], check=True, cwd=tmp_path, env=env, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -413,6 +425,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         assert b == pytest.approx(a, rel=1e-4), (one, two)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU switch: on CUDA TRL scores loss positions only")
 def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     """ftlab's CPU switch to TRL's compact LM head: the same loss and LoRA gradients as scoring every position."""
     import trl.trainer.utils as trl_utils
@@ -536,3 +549,38 @@ def test_continued_pretraining_lowers_the_perplexity_of_held_out_text(tmp_path):
     assert "perplexity on `test.txt`: base" in report
     with pytest.raises(PreflightError, match=r"train_file=.*holds openai rows, but task=cpt trains on raw text"):
         train(tiny_config(tmp_path, "task=cpt", out="chats"))
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in loader once it has what train() asked for."""
+
+
+@pytest.mark.parametrize(("method", "precision", "expected"), [
+    ("lora", "fp16", (torch.float16, None)),
+    ("qlora", "fp16", (torch.float16, torch.float16)),
+    ("full", "fp16", (torch.float32, None)),  # fp16 mixed precision keeps fp32 master weights
+    ("lora", "cpu_bf16", (torch.bfloat16, None)),
+    ("lora", "fp32", (None, None)),
+])
+def test_the_base_follows_the_chosen_precision(tmp_path, monkeypatch, method, precision, expected):
+    """bf16=false on an Ampere or newer GPU (or a T4) trains in fp16: the base and the 4-bit matmuls must be fp16
+    too, not load_model's bf16 default (Unsloth refuses a bf16 model under fp16 training). Faked GPU precision;
+    the loader records what train() asks for."""
+    from ftlab import training
+    from ftlab.hardware import Precision
+
+    chosen = {"fp16": Precision(False, True, False, "fp16 (faked GPU)"),
+              "cpu_bf16": Precision(False, False, True, "bf16 autocast (faked CPU)"),
+              "fp32": Precision(False, False, False, "fp32")}[precision]
+    asked = {}
+
+    def loader(name, **kwargs):
+        asked.update(kwargs)
+        raise _Loaded
+
+    monkeypatch.setattr(training, "choose_precision", lambda bf16=None: chosen)
+    monkeypatch.setattr(training, "load_model", loader)
+    with pytest.raises(_Loaded):
+        train(tiny_config(tmp_path, f"method={method}"))
+    assert (asked["dtype"], asked["compute_dtype"]) == expected, asked
+    assert asked["load_in_4bit"] == (method == "qlora")

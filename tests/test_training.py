@@ -584,3 +584,56 @@ def test_the_base_follows_the_chosen_precision(tmp_path, monkeypatch, method, pr
         train(tiny_config(tmp_path, f"method={method}"))
     assert (asked["dtype"], asked["compute_dtype"]) == expected, asked
     assert asked["load_in_4bit"] == (method == "qlora")
+
+
+@pytest.mark.slow  # 200 s where bf16 is emulated (AVX2 EPYC)
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU levers: on a GPU none of them applies")
+def test_every_cpu_lever_keeps_the_loss_and_gradients_of_the_plain_path():
+    """Issue 16: each lever ftlab's CPU path may switch on (ftlab.speed) against the plain path (SDPA, fp32,
+    no autocast) on one fixed batch of 4 dates chats with loss on the answers: eager attention gives the same
+    numbers up to fp32 summation order; the bf16 base under bf16 autocast (on a CPU with bf16 instructions;
+    emulated elsewhere, the same rounding) within bf16 rounding. The LM-head switch has its own test above."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab import speed
+    from ftlab.hardware import Precision
+    from ftlab.models import load_model
+
+    cfg = load_config(None, ["max_length=128", "per_device_train_batch_size=4"])
+    _, tok = load_model(verbose=False)
+    examples = [sft_example(json.loads(line), tok, cfg)
+                for line in (DATES / "train.jsonl").read_text().splitlines()[:4]]
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.tensor([e["input_ids"] + [tok.pad_token_id] * (width - len(e["input_ids"])) for e in examples])
+    attn = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
+    keep = torch.tensor([e["assistant_masks"] + [0] * (width - len(e["input_ids"])) for e in examples])
+    labels = ids.masked_fill(keep == 0, -100)
+
+    def loss_and_grads(*, eager=False, bf16=False):
+        precision = Precision(False, False, bf16, "test")
+        model, _ = load_model(dtype=speed.bf16_base(cfg, precision), backend="transformers", verbose=False)
+        assert model.config._attn_implementation == "sdpa"  # the plain path's attention
+        if eager:
+            assert speed.eager_attention(model, Dataset.from_dict({"input_ids": [e["input_ids"] for e in examples]}),
+                                         cfg)
+        torch.manual_seed(0)  # the same random A and B on every path
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0,
+                                                 init_lora_weights=False))  # random B: non-zero gradients
+        with speed.autocast(precision):
+            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        return loss.item(), grads
+
+    plain_loss, plain = loss_and_grads()
+    eager_loss, eager = loss_and_grads(eager=True)
+    assert eager_loss == pytest.approx(plain_loss, rel=1e-5)
+    eager_gap = ((eager - plain).norm() / plain.norm()).item()  # fp32 sums in another order: 5.5e-6 there
+    assert eager_gap < 1e-4, eager_gap
+    bf16_loss, bf16 = loss_and_grads(bf16=True)
+    assert bf16_loss == pytest.approx(plain_loss, rel=2e-2)  # bf16 keeps 8 bits of mantissa; 0.7% on the EPYC
+    bf16_gap = ((bf16 - plain).norm() / plain.norm()).item()  # 8.9e-2 on an AVX2 EPYC (emulated bf16)
+    assert torch.nn.functional.cosine_similarity(bf16, plain, dim=0) > 0.98, bf16_gap  # there: 0.996
+    print(f"loss plain {plain_loss:.5f}, eager {eager_loss:.5f}, bf16 base + autocast {bf16_loss:.5f}; "
+          f"gradient gap (norm of the difference / norm) eager {eager_gap:.1e}, bf16 {bf16_gap:.1e}")

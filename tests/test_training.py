@@ -586,18 +586,18 @@ def test_the_base_follows_the_chosen_precision(tmp_path, monkeypatch, method, pr
     assert asked["load_in_4bit"] == (method == "qlora")
 
 
-@pytest.mark.slow  # 200 s where bf16 is emulated (AVX2 EPYC)
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU levers: on a GPU none of them applies")
 def test_every_cpu_lever_keeps_the_loss_and_gradients_of_the_plain_path():
     """Issue 16: each lever ftlab's CPU path may switch on (ftlab.speed) against the plain path (SDPA, fp32,
     no autocast) on one fixed batch of 4 dates chats with loss on the answers: eager attention gives the same
-    numbers up to fp32 summation order; the bf16 base under bf16 autocast (on a CPU with bf16 instructions;
-    emulated elsewhere, the same rounding) within bf16 rounding. The LM-head switch has its own test above."""
+    numbers up to fp32 summation order; the bf16 base under bf16 autocast, on a CPU with bf16 instructions
+    (where ftlab takes it), within bf16 rounding. The LM-head switch has its own test above."""
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
 
     from ftlab import speed
-    from ftlab.hardware import Precision
+    from ftlab.hardware import Precision, cpu_has_bf16
     from ftlab.models import load_model
 
     cfg = load_config(None, ["max_length=128", "per_device_train_batch_size=4"])
@@ -631,9 +631,14 @@ def test_every_cpu_lever_keeps_the_loss_and_gradients_of_the_plain_path():
     assert eager_loss == pytest.approx(plain_loss, rel=1e-5)
     eager_gap = ((eager - plain).norm() / plain.norm()).item()  # fp32 sums in another order: 5.5e-6 there
     assert eager_gap < 1e-4, eager_gap
+    print(f"loss plain {plain_loss:.5f}, eager attention {eager_loss:.5f}; gradient gap {eager_gap:.1e}")
+    if not cpu_has_bf16():  # ftlab never takes the bf16 levers here, and emulated bf16 took 200 s (AVX2 EPYC)
+        print("bf16 base + autocast not checked: this CPU has no bf16 instructions")
+        return
     bf16_loss, bf16 = loss_and_grads(bf16=True)
-    assert bf16_loss == pytest.approx(plain_loss, rel=2e-2)  # bf16 keeps 8 bits of mantissa; 0.7% on the EPYC
-    bf16_gap = ((bf16 - plain).norm() / plain.norm()).item()  # 8.9e-2 on an AVX2 EPYC (emulated bf16)
-    assert torch.nn.functional.cosine_similarity(bf16, plain, dim=0) > 0.98, bf16_gap  # there: 0.996
-    print(f"loss plain {plain_loss:.5f}, eager {eager_loss:.5f}, bf16 base + autocast {bf16_loss:.5f}; "
-          f"gradient gap (norm of the difference / norm) eager {eager_gap:.1e}, bf16 {bf16_gap:.1e}")
+    # bf16 keeps 8 bits of mantissa. Measured under emulation on the AVX2 EPYC: loss 2.1195 vs 2.1047 (0.7%),
+    # gradient gap (norm of the difference / norm) 8.9e-2, cosine 0.996
+    assert bf16_loss == pytest.approx(plain_loss, rel=2e-2)
+    bf16_gap = ((bf16 - plain).norm() / plain.norm()).item()
+    assert torch.nn.functional.cosine_similarity(bf16, plain, dim=0) > 0.98, bf16_gap
+    print(f"bf16 base + autocast {bf16_loss:.5f}; gradient gap {bf16_gap:.1e}")

@@ -145,7 +145,7 @@ def test_train_reload_merge_generate(tmp_path, backend, method):
 def test_fp16_path(tmp_path, monkeypatch, backend, how):
     """QLoRA in fp16 mixed precision, the path a T4 takes. t4: this GPU reports no bf16 (as a T4 does), so the
     4-bit layers compute in fp16 and the Trainer scales fp16 gradients; bf16_false: the config switches bf16 off
-    on a GPU that has it (the base then stays in bf16 under fp16 autocast)."""
+    on a GPU that has it: the base and the 4-bit matmuls follow it into fp16 (training.base_dtypes)."""
     from ftlab import hardware, models
     from ftlab.training import train
 
@@ -161,8 +161,7 @@ def test_fp16_path(tmp_path, monkeypatch, backend, how):
     trainable = {p.dtype for p in run.model.parameters() if p.requires_grad}
     layer4 = next(m for m in run.model.modules() if type(m).__name__ == "Linear4bit")
     print(how, backend, "trainable", trainable, "4-bit matmuls in", layer4.compute_dtype, "losses", losses)
-    if how == "t4":
-        assert layer4.compute_dtype == torch.float16, layer4.compute_dtype  # a T4 has no bf16: fp16 matmuls
+    assert layer4.compute_dtype == torch.float16, layer4.compute_dtype  # fp16 matmuls under fp16 autocast
     if backend == "transformers":  # the GradScaler refuses fp16 gradients: PEFT keeps the adapter in fp32
         assert trainable == {torch.float32}, trainable
 

@@ -107,15 +107,15 @@ def matmul_peak_tflops(dtype: torch.dtype, largest: int = 2048, seconds: float =
 
 
 def processor() -> dict:
-    name, flags = platform.processor() or "unknown", ""
+    from ftlab.hardware import cpu_bf16_instructions
+
+    name = platform.processor() or "unknown"
     try:
         text = Path("/proc/cpuinfo").read_text()
         name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
-        flags = next(ln for ln in text.splitlines() if ln.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "neither"
-    return {"name": name, "bf16_instructions": bf16, "cores": os.cpu_count()}
+    return {"name": name, "bf16_instructions": cpu_bf16_instructions(), "cores": os.cpu_count()}
 
 
 def run_side(args) -> dict:

@@ -19,14 +19,19 @@ from dataclasses import dataclass
 import torch
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+def cpu_bf16_instructions() -> str:
+    """The CPU's native bf16 matrix instructions: 'AMX', 'AVX512-BF16' or 'neither' (read from /proc/cpuinfo)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
-    except OSError:  # not Linux: no way to tell cheaply, assume no
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:  # not Linux: no way to tell cheaply, assume none
+        return "neither"
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "neither"
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    return cpu_bf16_instructions() != "neither"
 
 
 def cuda_bf16_supported() -> bool:

@@ -8,7 +8,8 @@ On a GPU none of these apply (the functions return early or do nothing). On a CP
   eager_attention plain attention for short rows: SDPA's CPU backward costs ~10 ms a layer (2.7 s -> 2.3 s)
   loss_positions_only  TRL's fused LM head scores only the tokens that carry loss (most are prompt/padding)
 Levers depend on the processor: on a CPU without bf16 instructions training stays fp32 (bf16 would be
-emulated) and only eager attention and loss-position scoring apply. Leaves out: choosing the precision
+emulated) and only eager attention and loss-position scoring apply; train() prints which levers a run takes
+and why in one line (levers_line). Leaves out: choosing the precision
 (hardware.choose_precision) and anything about the model's quality (a test checks each lever keeps the loss).
 """
 
@@ -19,7 +20,7 @@ import contextlib
 import torch
 
 from ftlab.config import TrainConfig
-from ftlab.hardware import Precision
+from ftlab.hardware import Precision, cpu_bf16_instructions
 
 EAGER_ATTENTION_MAX_MB = 256  # attention probabilities kept for the backward pass, all layers, one batch
 
@@ -98,3 +99,29 @@ def loss_positions_only():
         yield True
     finally:
         trl_utils._use_triton = original
+
+
+def levers_line(cfg: TrainConfig, precision: Precision, *, eager: bool, loss_positions: bool,
+                instructions: str | None = None) -> str:
+    """One line: which CPU levers this run takes, which it leaves off, and why (by the processor's bf16
+    instructions, as choose_precision says for the dtype). instructions: cpu_bf16_instructions() by default."""
+    instructions = instructions or cpu_bf16_instructions()
+    on, off = [], []
+    bf16 = ["bf16 frozen base", "bf16 autocast"] if cfg.method != "full" else ["bf16 autocast"]
+    if precision.cpu_autocast_bf16:
+        on += bf16
+    else:
+        off.append(f"{' and '.join(bf16)} ("
+                   + ("no bf16 instructions: emulated bf16 is slower than fp32" if instructions == "neither"
+                      else "fp32 chosen: see the precision line") + ")")
+    (on if eager else off).append("eager attention" + ("" if eager else " (long rows or no SDPA: SDPA kept)"))
+    if cfg.group_by_length and not cfg.packing:
+        on.append("length-grouped batches")
+    else:
+        off.append("length-grouped batches (" + ("packing" if cfg.packing else "group_by_length=false") + ")")
+    (on if loss_positions else off).append("LM head on loss positions only"
+                                           + ("" if loss_positions else " (this TRL has no switch)"))
+    cpu = "AVX2 or older, no bf16 instructions" if instructions == "neither" else instructions
+    return f"CPU levers for this processor ({cpu}): on: {', '.join(on) or 'none'}" + (
+        f"; off: {', '.join(off)}" if off else "")
+

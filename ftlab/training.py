@@ -93,15 +93,18 @@ def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool 
 
     def attempt(cfg):
         set_seed(cfg.seed)  # same initial adapter weights on every attempt
+        first_attempt = not data  # the data is tokenized on the first attempt and kept
         dtype, compute_dtype = base_dtypes(cfg, precision)
         model, tok = load_model(cfg.model, load_in_4bit=cfg.method == "qlora", backend=cfg.backend, dtype=dtype,
-                                compute_dtype=compute_dtype, max_seq_length=cfg.max_length, verbose=not data)
+                                compute_dtype=compute_dtype, max_seq_length=cfg.max_length, verbose=first_attempt)
         if policy:
             model = start_from(model, policy)  # the starting policy; the trained adapter goes on top
         if not data:
             data["train"] = training_dataset(cfg.train_file, tok, cfg)
             data["eval"] = training_dataset(cfg.eval_file, tok, cfg) if cfg.eval_file else None
-        speed.eager_attention(model, data["train"], cfg)
+        eager = speed.eager_attention(model, data["train"], cfg)
+        if first_attempt and not torch.cuda.is_available():  # once, not again on an out-of-memory retry
+            print(f"ftlab: {speed.levers_line(cfg, precision, eager=eager, loss_positions=scored_only)}")
         model = add_adapter(model, cfg)
         trainer = build_trainer(cfg, model, tok, data["train"], data["eval"], callbacks, precision, rewards)
         if not progress_bar:
@@ -114,7 +117,7 @@ def train(cfg: TrainConfig, *, reward_funcs=None, callbacks=(), live_plot: bool 
             raise RewardError(str(err)) from None
         return trainer, tok, out, time.perf_counter() - start
 
-    with speed.loss_positions_only(), speed.autocast(precision):
+    with speed.loss_positions_only() as scored_only, speed.autocast(precision):  # attempt() reads scored_only
         (trainer, tok, out, seconds), cfg = fit_with_oom_retries(cfg, attempt)
         stop_if_diverged(guard, cfg)
         final_eval(trainer, has_eval=data["eval"] is not None)

@@ -261,7 +261,10 @@ def test_oom_retry_through_train(tmp_path, monkeypatch, capsys):
     assert tried == [(4, 1), (2, 2), (1, 4)]
     assert (result.config.per_device_train_batch_size, result.config.gradient_accumulation_steps) == (1, 4)
     assert result.trainer.state.global_step == 1 and (result.run_dir / "adapter_model.safetensors").exists()
-    assert "retrying with per_device_train_batch_size 2 -> 1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "retrying with per_device_train_batch_size 2 -> 1" in printed
+    levers = [line for line in printed.splitlines() if line.startswith("ftlab: CPU levers for this processor")]
+    assert len(levers) == (0 if torch.cuda.is_available() else 1), levers  # once, not again on the retry
 
 
 # ---------------------------------------------------------------- NaN, DPO, resume
@@ -642,3 +645,28 @@ def test_every_cpu_lever_keeps_the_loss_and_gradients_of_the_plain_path():
     bf16_gap = ((bf16 - plain).norm() / plain.norm()).item()
     assert torch.nn.functional.cosine_similarity(bf16, plain, dim=0) > 0.98, bf16_gap
     print(f"bf16 base + autocast {bf16_loss:.5f}; gradient gap {bf16_gap:.1e}")
+
+
+@pytest.mark.parametrize(("instructions", "bf16", "on", "off"), [
+    ("AMX", True, "bf16 frozen base, bf16 autocast, eager attention, length-grouped batches, LM head", None),
+    ("AVX512-BF16", True, "bf16 frozen base, bf16 autocast, eager attention", None),
+    ("neither", False, "eager attention, length-grouped batches, LM head on loss positions only",
+     "bf16 frozen base and bf16 autocast (no bf16 instructions: emulated bf16 is slower than fp32)"),
+    ("AMX", False, "eager attention", "bf16 frozen base and bf16 autocast (fp32 chosen: see the precision line)"),
+])
+def test_the_levers_line_names_what_is_on_and_off_and_why(instructions, bf16, on, off):
+    """Issue 16: one line says which CPU levers a run takes by what the processor has (as the precision line
+    does for the dtype); fp32 chosen on a bf16 CPU (Binder's 2 GB, bf16=false) is named apart from no bf16."""
+    from ftlab.hardware import Precision
+    from ftlab.speed import levers_line
+
+    line = levers_line(load_config(None), Precision(False, False, bf16, "test"), eager=True, loss_positions=True,
+                       instructions=instructions)
+    assert line.startswith(f"CPU levers for this processor ({instructions if instructions != 'neither' else 'AVX2'}")
+    assert f"on: {on}" in line, line
+    assert (f"off: {off}" in line) if off else ("off:" not in line), line
+    unswitched = levers_line(load_config(None, ["group_by_length=false"]), Precision(False, False, False, "t"),
+                             eager=False, loss_positions=False, instructions="neither")
+    assert "on: none; off: " in unswitched and "eager attention (long rows or no SDPA" in unswitched, unswitched
+    assert "length-grouped batches (group_by_length=false)" in unswitched and "(this TRL has no switch)" in unswitched
+

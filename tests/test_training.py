@@ -428,6 +428,18 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         assert b == pytest.approx(a, rel=1e-4), (one, two)
 
 
+def four_dates_chats(tok, cfg):
+    """A fixed batch: the first 4 chats of data/dates/train.jsonl as ftlab tokenizes them, right-padded.
+    Returns (examples, input ids, attention mask, assistant mask, labels: -100 off the assistant mask)."""
+    examples = [sft_example(json.loads(line), tok, cfg)
+                for line in (DATES / "train.jsonl").read_text().splitlines()[:4]]
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.tensor([e["input_ids"] + [tok.pad_token_id] * (width - len(e["input_ids"])) for e in examples])
+    attn = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
+    keep = torch.tensor([e["assistant_masks"] + [0] * (width - len(e["input_ids"])) for e in examples])
+    return examples, ids, attn, keep, ids.masked_fill(keep == 0, -100)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU switch: on CUDA TRL scores loss positions only")
 def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     """ftlab's CPU switch to TRL's compact LM head: the same loss and LoRA gradients as scoring every position."""
@@ -444,13 +456,7 @@ def test_scoring_loss_positions_only_keeps_loss_and_gradients():
     trl_utils.add_fused_lm_head(model)  # what SFTTrainer does to the model it trains
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
                                              init_lora_weights=False))  # random B: non-zero gradients everywhere
-    examples = [sft_example(json.loads(line), tok, load_config(None))
-                for line in (DATES / "train.jsonl").read_text().splitlines()[:4]]
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.tensor([e["input_ids"] + [tok.pad_token_id] * (width - len(e["input_ids"])) for e in examples])
-    attn = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
-    keep = torch.tensor([e["assistant_masks"] + [0] * (width - len(e["input_ids"])) for e in examples])
-    labels = ids.masked_fill(keep == 0, -100)
+    _, ids, attn, keep, labels = four_dates_chats(tok, load_config(None))
     assert 0 < keep.sum() < 0.5 * attn.sum()  # most positions carry no loss: what the switch skips
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -605,13 +611,7 @@ def test_every_cpu_lever_keeps_the_loss_and_gradients_of_the_plain_path():
 
     cfg = load_config(None, ["max_length=128", "per_device_train_batch_size=4"])
     _, tok = load_model(verbose=False)
-    examples = [sft_example(json.loads(line), tok, cfg)
-                for line in (DATES / "train.jsonl").read_text().splitlines()[:4]]
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.tensor([e["input_ids"] + [tok.pad_token_id] * (width - len(e["input_ids"])) for e in examples])
-    attn = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
-    keep = torch.tensor([e["assistant_masks"] + [0] * (width - len(e["input_ids"])) for e in examples])
-    labels = ids.masked_fill(keep == 0, -100)
+    examples, ids, attn, _, labels = four_dates_chats(tok, cfg)
 
     def loss_and_grads(*, eager=False, bf16=False):
         precision = Precision(False, False, bf16, "test")

@@ -99,17 +99,24 @@ class Venv:
     """A fresh virtual environment, and the environment variables that act as if it were activated.
 
     The variables are the test process's minus its own venv and PYTHONPATH, offline, without pip's version
-    check; `run` runs a command with them (from the repository root unless told)."""
+    check; `run` runs a command with them (from the repository root unless told).
+
+    Every pip in the venv (pip_install's, and a notebook's install cell) skips compiling what it installs to
+    .pyc (PIP_COMPILE=0), and Python writes the .pyc of what a process imports (PYTHONDONTWRITEBYTECODE is
+    dropped): only the imported modules get compiled, once. On the AVX2 EPYC (2026-12-07) `pip install
+    torch==2.13.0` took 14 s instead of 45, and ftlab's dependencies 55 s instead of 104; a first import of
+    torch, transformers, TRL, PEFT and datasets then takes 30 s instead of 13, later ones 13."""
 
     def __init__(self, path: Path):
         self.path = path
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
         self.bin = path / "bin"
         self.python = str(self.bin / "python")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"))}
         self.env = env | {"PATH": f"{self.bin}{os.pathsep}{env['PATH']}", "VIRTUAL_ENV": str(path),
                           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                          "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+                          "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_COMPILE": "0"}
 
     def run(self, *cmd, cwd=ROOT, check=True):
         return subprocess.run(cmd, cwd=cwd, env=self.env, check=check, capture_output=True, text=True)

@@ -10,6 +10,8 @@ of the side's compute dtype, peak memory, and the processor (model, AMX / AVX512
 
   python benchmarks/time_to_quality.py                 # dates, target 90% on 50 validation rows
   python benchmarks/time_to_quality.py --tiny          # seconds: checks that it works (CI)
+  python benchmarks/time_to_quality.py --b-set per_device_train_batch_size=16 --b-set learning_rate=7e-4
+                                                       # a lever on B only (any TrainConfig setting)
 
 A side that does not reach the target within --steps prints its best check and "not reached"; the ratio is
 then a lower bound (">").
@@ -138,7 +140,7 @@ def run_side(args) -> dict:
     steps = len(clock.times)
     tokens = clock.tokens[-1] if clock.tokens else 0
     tokens_per_s = tokens / sum(clock.times)
-    seq = tokens / steps / (args.batch * args.grad_accum)
+    seq = tokens / steps / getattr(args, "rows_per_step", args.batch * args.grad_accum)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     achieved = tokens_per_s * tt.flops_per_token(base, seq) / 1e12
     (fp32, fp32_n), (bf16, bf16_n) = matmul_peak_tflops(torch.float32), matmul_peak_tflops(torch.bfloat16)
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
           f"{args.max_length}, batch {args.batch} x accumulation {args.grad_accum}, lr {args.lr:g}, seed {args.seed}")
     print(f"data {Path(args.train_file).name}; target: exact match >= {args.target:.0%} on {args.check_rows} rows "
           f"of {Path(args.eval_file).name}, checked every {args.check_every} steps, cap {args.steps} steps")
-    print("A = TRL SFTTrainer defaults (fp32 on a CPU, loss on every token); B = ftlab default path")
+    print(f"A = TRL SFTTrainer defaults (fp32 on a CPU, loss on every token); B = {tt.b_label(args)}")
     for side in (a, b):
         trail = ", ".join(f"{c['step']}: {c['exact_match']:.0%}" for c in side["checks"])
         print(f"  {side['side']} checks (step: exact match): {trail}")

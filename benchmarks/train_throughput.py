@@ -49,6 +49,9 @@ def shared_arguments(p: argparse.ArgumentParser, *, train_file: str, max_length:
     p.add_argument("--lr", type=float, default=lr, help="learning rate, both sides")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="both sides (PEFT's and ftlab's default: 0)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="B only, repeatable: a TrainConfig setting over ftlab's default path, to measure a lever "
+                        "(e.g. per_device_train_batch_size=16, learning_rate=7e-4, packing=true); A is unchanged")
 
 
 def parse_args(argv=None):
@@ -251,15 +254,16 @@ def side_a(args, model_name: str, out_dir: str, clock) -> tuple:
 
 def side_b(args, model_name: str, out_dir: str, clock) -> tuple:
     """ftlab's default path for this hardware."""
-    from ftlab.config import TrainConfig
+    from ftlab.config import config_from_dict
     from ftlab.training import train
 
-    cfg = TrainConfig(model=model_name, train_file=args.train_file, output_dir=out_dir,
-                      method="qlora" if args.qlora else "lora", r=args.r, lora_alpha=2 * args.r,
-                      lora_dropout=args.lora_dropout,
-                      max_steps=args.steps, per_device_train_batch_size=args.batch,
-                      gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, max_length=args.max_length,
-                      logging_steps=1, save_steps=10**9, seed=args.seed)
+    settings = {"model": model_name, "train_file": args.train_file, "output_dir": out_dir,
+                "method": "qlora" if args.qlora else "lora", "r": args.r, "lora_alpha": 2 * args.r,
+                "lora_dropout": args.lora_dropout, "max_steps": args.steps, "per_device_train_batch_size": args.batch,
+                "gradient_accumulation_steps": args.grad_accum, "learning_rate": args.lr,
+                "max_length": args.max_length, "logging_steps": 1, "save_steps": 10**9, "seed": args.seed}
+    cfg = config_from_dict(settings, args.b_set)
+    args.rows_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps  # --b-set may change it
     result = train(cfg, callbacks=[clock])
     return result.model, result.tokenizer
 
@@ -278,7 +282,7 @@ def run_side(args) -> dict:
     memory = peak_memory_mb()
     timed = clock.times[args.warmup:]
     tokens = clock.tokens[-1] - clock.tokens[args.warmup - 1] if args.warmup else clock.tokens[-1]
-    seq = tokens / max(len(timed), 1) / (args.batch * args.grad_accum)  # mean non-padding tokens per row
+    seq = tokens / max(len(timed), 1) / getattr(args, "rows_per_step", args.batch * args.grad_accum)  # per row
     model.eval()
     ev = eval_loss(model, tok, eval_rows(args.eval_file, args.eval_rows), max_length=args.max_length)
     if args.side == "A":  # the recipe's own choice: bf16 only on a bf16 GPU
@@ -314,6 +318,10 @@ def machine() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return (f"{dev}; torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
             f"python {platform.python_version()}")
+
+
+def b_label(args) -> str:
+    return "ftlab default path" + (f" with {', '.join(args.b_set)}" if args.b_set else "")
 
 
 def run_both_sides(script: str, raw: list[str]) -> dict | None:
@@ -357,7 +365,7 @@ def main(argv=None) -> int:
           f"{args.lora_dropout}, max_length "
           f"{args.max_length}, batch {args.batch} x accumulation {args.grad_accum}, {args.steps} steps "
           f"({args.warmup} warm-up), seed {args.seed}")
-    print("A = TRL SFTTrainer defaults (bf16 only on a bf16 GPU); B = ftlab default path")
+    print(f"A = TRL SFTTrainer defaults (bf16 only on a bf16 GPU); B = {b_label(args)}")
     print(f"{'figure':<28}{'A':>14}{'B':>14}{'B/A':>10}")
     for key in ("tokens_per_s", "step_s_median", "peak_rss_mb", "peak_allocated_mb", "peak_reserved_mb",
                 "final_train_loss", "eval_loss", "achieved_tflops", "measured_peak_tflops",

@@ -11,6 +11,7 @@ Levers depend on the processor: on a CPU without bf16 instructions training stay
 emulated) and only eager attention and loss-position scoring apply; train() prints which levers a run takes
 and why in one line (levers_line). Leaves out: choosing the precision
 (hardware.choose_precision) and anything about the model's quality (a test checks each lever keeps the loss).
+Not a lever here: torch.compile (benchmarks/compile_lever.py, AVX2 EPYC: 16 min to compile, steps no faster).
 """
 
 from __future__ import annotations

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,19 +99,14 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(run_side(args)))
         return 0
     raw = sys.argv[1:] if argv is None else list(argv)
-    results = {}
-    for side in ("eager", "compiled"):
-        proc = subprocess.run([sys.executable, __file__, *raw, "--side", side], capture_output=True, text=True,
-                              check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            return 1
-        results[side] = json.loads(line[len("RESULT "):])
-    a, b = results["eager"], results["compiled"]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from time_to_quality import processor
+    from train_throughput import run_both_sides
 
+    results = run_both_sides(__file__, raw, sides=("eager", "compiled"))
+    if results is None:
+        return 1
+    a, b = results["eager"], results["compiled"]
     cpu = processor()
     print(f"machine: {cpu['name']}, {cpu['cores']} cores, bf16 instructions: {cpu['bf16_instructions']}; "
           f"torch {torch.__version__}; training dtype {a['dtype']}")

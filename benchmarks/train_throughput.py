@@ -324,11 +324,11 @@ def b_label(args) -> str:
     return "ftlab default path" + (f" with {', '.join(args.b_set)}" if args.b_set else "")
 
 
-def run_both_sides(script: str, raw: list[str]) -> dict | None:
+def run_both_sides(script: str, raw: list[str], sides: tuple[str, str] = ("A", "B")) -> dict | None:
     """`script raw --side A`, then B, each in its own process (neither inherits the other's caches or allocator):
     {side: the JSON its RESULT line printed}, or None after printing the failing side's output."""
     results = {}
-    for side in ("A", "B"):
+    for side in sides:
         proc = subprocess.run([sys.executable, script, *raw, "--side", side], capture_output=True, text=True,
                               check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -105,7 +105,7 @@ class Venv:
     .pyc (PIP_COMPILE=0), and Python writes the .pyc of what a process imports (PYTHONDONTWRITEBYTECODE is
     dropped): only the imported modules get compiled, once. On the AVX2 EPYC (2026-12-07) `pip install
     torch==2.13.0` took 14 s instead of 45, and ftlab's dependencies 55 s instead of 104; a first import of
-    torch, transformers, TRL, PEFT and datasets then takes 30 s instead of 13, later ones 13."""
+    torch, transformers, TRL, PEFT and datasets then takes 35 s instead of 13, the next one 12."""
 
     def __init__(self, path: Path):
         self.path = path

@@ -46,9 +46,14 @@ def tiny_runs(request):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for name in sorted(wanted)}
     done = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=1800)
-        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    try:
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=1800)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    finally:  # a timeout leaves no benchmark running behind the tests
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
     return done
 
 

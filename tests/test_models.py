@@ -76,6 +76,41 @@ def test_4bit_on_a_gpu_keeps_the_unquantized_parts_in_the_compute_dtype(monkeypa
     assert "dtype" not in passed and "device_map" not in passed  # a CPU: the checkpoint's dtypes (estimated)
 
 
+def test_unreachable_hub_means_no_network_calls_after_the_first_check():
+    """No HF_HUB_OFFLINE, and a hub that does not answer (a learner's laptop without a network): load_model says
+    it stays offline, and neither it nor a later AutoConfig by hub name sends a request (each would retry ~23 s).
+    The 'hub' is a local socket that counts connections; hub_reachable probes its host on port 443, closed."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def count():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed at the end of the test
+                return
+            connections.append(1)
+            conn.close()  # a dead hub: huggingface_hub would retry this with backoff
+
+    threading.Thread(target=count, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{server.getsockname()[1]}"
+    code = ("import os; from ftlab import load_model; from transformers import AutoConfig;"
+            "m, t = load_model(); print('layers', AutoConfig.from_pretrained(m.name_or_path).num_hidden_layers,"
+            " os.environ.get('HF_HUB_OFFLINE'))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                             check=False)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "offline from here on" in out.stdout and "layers 30 1" in out.stdout, out.stdout
+    assert connections == [], f"{len(connections)} requests to the unreachable hub:\n{out.stderr[-2000:]}"
+
+
 def test_unknown_model_offline_names_what_was_tried():
     with pytest.raises(ModelNotFoundError, match=r"nobody/nothing.*tried.*cache.*Fix"):
         load_model("nobody/nothing", verbose=False)

@@ -54,6 +54,33 @@ def _batch(rows, tokenizer, max_length: int):
     return ids, attn, mask
 
 
+def _decoder_and_head(model, caller: str):
+    """(decoder, lm_head) of `model` (a PeftModel's LoRA-injected LM), for scoring only the positions that carry
+    loss; a ValueError naming the fix where lm_head's output is not the model's logits."""
+    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
+        raise ValueError(f"{caller} runs the base decoder, which never sees the virtual tokens of prefix/prompt "
+                         "tuning. Fix: use the trainer's eval loss (trainer.evaluate()) for those methods")
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> its LoRA-injected LM
+    if any(getattr(lm.config, k, None) for k in _LOGIT_TRANSFORMS):
+        raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head, which {caller} does not "
+                         "apply; compute the loss with model(..., labels=...) instead")
+    return lm.get_decoder(), lm.get_output_embeddings()
+
+
+def _answer_token_logprobs(decoder, head, ids, attn, mask, chunk_size: int):
+    """(log-probabilities, row of each) of the tokens that carry loss in one right-padded batch.
+
+    Only the hidden states of the positions that predict an assistant token go through lm_head, `chunk_size`
+    at a time: the vocabulary-wide logits of the prompt and padding positions are never computed.
+    """
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # (batch, length, d_model)
+    keep = mask[:, 1:].bool()  # position t predicts token t+1: keep those whose next token carries loss
+    states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]  # (n, d_model), (n,)
+    logp = [-F.cross_entropy(head(states[j:j + chunk_size]).float(), targets[j:j + chunk_size], reduction="none")
+            for j in range(0, len(targets), chunk_size)]  # each (<= chunk_size,): the only vocab-wide tensors
+    return (torch.cat(logp) if logp else states.new_zeros(0)), keep.nonzero()[:, 0]
+
+
 @torch.inference_mode()
 def eval_loss(model, tokenizer, rows, batch_size: int = 8, max_length: int = 512, chunk_size: int = 256) -> dict:
     """Mean loss on the assistant tokens of `rows` (chat rows), perplexity = exp(loss), and the token count.
@@ -62,41 +89,32 @@ def eval_loss(model, tokenizer, rows, batch_size: int = 8, max_length: int = 512
     assistant token, and sends them through lm_head `chunk_size` at a time: peak memory is one batch of
     hidden states plus chunk_size x vocab fp32 logits, whatever the number of rows.
     """
-    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
-        raise ValueError("eval_loss runs the base decoder, which never sees the virtual tokens of prefix/prompt "
-                         "tuning. Fix: use the trainer's eval loss (trainer.evaluate()) for those methods")
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> its LoRA-injected LM
-    if any(getattr(lm.config, k, None) for k in _LOGIT_TRANSFORMS):
-        raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head, which eval_loss does not "
-                         "apply; compute the loss with model(..., labels=...) instead")
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-    device = next(lm.parameters()).device
+    decoder, head = _decoder_and_head(model, "eval_loss")
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         ids, attn, mask = (t.to(device) for t in _batch(rows[i:i + batch_size], tokenizer, max_length))
-        hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # (batch, length, d_model)
-        keep = mask[:, 1:].bool()  # position t predicts token t+1: keep those whose next token carries loss
-        states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]  # (n, d_model), (n,)
-        for j in range(0, len(targets), chunk_size):
-            logits = head(states[j:j + chunk_size]).float()  # (<= chunk_size, vocab): the only vocab-wide tensor
-            total += F.cross_entropy(logits, targets[j:j + chunk_size], reduction="sum").item()
-        count += len(targets)
+        logp, _ = _answer_token_logprobs(decoder, head, ids, attn, mask, chunk_size)
+        total -= logp.sum().item()
+        count += len(logp)
     if count == 0:
         raise ValueError("no assistant tokens to score: the rows need an assistant answer within max_length")
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
 @torch.inference_mode()
-def answer_logprobs(model, tokenizer, chats, batch_size: int = 8, max_length: int = 512) -> list[float]:
+def answer_logprobs(model, tokenizer, chats, batch_size: int = 8, max_length: int = 512,
+                    chunk_size: int = 256) -> list[float]:
     """Summed log-probability of each chat's assistant tokens (the training loss mask) given the rest:
-    the quantity DPO, ORPO and KTO compare between a chosen and a rejected answer."""
+    the quantity DPO, ORPO and KTO compare between a chosen and a rejected answer. Like eval_loss, only the
+    answer positions go through lm_head."""
+    decoder, head = _decoder_and_head(model, "answer_logprobs")
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(chats), batch_size):
         ids, attn, mask = (t.to(device) for t in _batch(chats[i:i + batch_size], tokenizer, max_length))
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (batch, length - 1, vocab)
-        token_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]  # (batch, length - 1)
-        out += (token_logp * mask[:, 1:]).sum(-1).tolist()
+        logp, row = _answer_token_logprobs(decoder, head, ids, attn, mask, chunk_size)
+        out += torch.zeros(len(ids), dtype=logp.dtype, device=device).index_add_(0, row, logp).tolist()
     return out
 
 

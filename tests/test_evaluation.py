@@ -110,6 +110,18 @@ def measure_eval_loss_memory(tmp_path, rows: int, which: str = "tiny") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def test_scoring_a_prompt_tuned_model_is_refused_with_the_fix():
+    """Prompt tuning prepends virtual tokens the decoder-only scoring never sees: refused, not misaligned."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    base, tok = load_model(verbose=False)
+    model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    chats = [p["prompt"] + p["chosen"] for p in read_rows(DATA_DIR / "dates" / "preference_test.jsonl")[:1]]
+    for score in (lambda: answer_logprobs(model, tok, chats), lambda: eval_loss(model, tok, chats)):
+        with pytest.raises(ValueError, match="virtual tokens of prefix/prompt tuning.*Fix: use the trainer"):
+            score()
+
+
 @pytest.mark.slow
 def test_answer_logprobs_and_preference_accuracy_against_a_hand_computation(model_and_tokenizer):
     model, tok = model_and_tokenizer

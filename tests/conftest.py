@@ -144,3 +144,92 @@ def notebook_peak_mb():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.notebook_peak_mb
+
+
+# --- the course notebooks, beside the other tests (tests/course_run.py) ------------------------------------
+
+_COURSE = pytest.StashKey()  # config.stash: {"run": CourseRun, "threads": (torch threads, OMP_NUM_THREADS)}
+
+
+def _is_notebook_test(item) -> bool:
+    return item.get_closest_marker("notebook") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """The notebook tests last (each waits for its notebook, which runs in the background from the start)."""
+    items.sort(key=_is_notebook_test)  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def course_run(request, new_venv, tmp_path_factory, notebook_peak_mb):
+    """The CourseRun of this session's notebook tests (started by _course_beside_the_rest)."""
+    from course_run import CourseRun, build_course, for_binder
+
+    from ftlab import embedded
+
+    if not embedded.is_ready():
+        pytest.skip("the embedded model is not in the HF cache: run `ftlab doctor --prepare` (README set-up)")
+    executed = os.environ.get("FTLAB_EXECUTED_DIR")  # notebooks/refresh_executed.py: keep the outputs
+
+    def execute(name, course, threads):
+        venv, folder, _ = course
+        return notebook_peak_mb(folder / name, folder, python=venv.python,
+                                env=venv.env | {"OMP_NUM_THREADS": str(threads)},
+                                save_to=Path(executed) / name if executed else None,
+                                as_binder=for_binder(folder / name))
+
+    items = request.session.items
+    names = [item.callspec.params["name"] for item in items if _is_notebook_test(item)]
+    return CourseRun(names, lambda: build_course(new_venv, tmp_path_factory), execute,
+                     beside_other_tests=not all(_is_notebook_test(item) for item in items))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _course_beside_the_rest(request):
+    """With notebook tests selected, the course starts with the session; while other tests run beside it, this
+    process (and what it starts) computes on one thread, so the two share the cores without oversubscribing."""
+    if not any(_is_notebook_test(item) for item in request.session.items):
+        yield
+        return
+    try:
+        run = request.getfixturevalue("course_run")
+    except pytest.skip.Exception:  # the notebook tests skip with the reason; the others run as usual
+        yield
+        return
+    import torch
+
+    if not run._widened:
+        request.config.stash[_COURSE] = {"run": run, "threads": (torch.get_num_threads(),
+                                                                 os.environ.get("OMP_NUM_THREADS"))}
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    _restore_threads(request.config)
+    run.wait()
+
+
+def _restore_threads(config) -> None:
+    state = config.stash.get(_COURSE, None)
+    if state is None or state.get("restored"):
+        return
+    import torch
+
+    threads, omp = state["threads"]
+    torch.set_num_threads(threads)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
+    state["restored"] = True
+
+
+def pytest_runtest_setup(item):
+    """The first notebook test means the others are done: the course widens to jobs() notebooks at a time. A
+    course that finished first gives this process its threads back."""
+    state = item.config.stash.get(_COURSE, None)
+    if state is None:
+        return
+    if _is_notebook_test(item) or state["run"].done():
+        _restore_threads(item.config)
+    if _is_notebook_test(item):
+        state["run"].widen()

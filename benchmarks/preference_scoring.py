@@ -15,7 +15,6 @@ with the best time of each, the ratio and the largest difference between their l
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,11 +39,12 @@ def full_logits(model, tokenizer, chats, batch_size: int = 8, max_length: int = 
 
 
 def processor() -> str:
-    from ftlab.hardware import cpu_bf16_instructions
+    """The processor, as time_to_quality prints it: name, bf16 instructions, cores; and torch's threads."""
+    from time_to_quality import processor as described
 
-    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
-    return f"{name}, {cpu_bf16_instructions()} bf16 instructions, {torch.get_num_threads()} torch threads"
+    cpu = described()
+    return (f"{cpu['name']}, {cpu['cores']} cores, bf16 instructions: {cpu['bf16_instructions']}, "
+            f"{torch.get_num_threads()} torch threads")
 
 
 def main(argv=None) -> int:
@@ -81,4 +81,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # time_to_quality and train_throughput beside it
     sys.exit(main())

@@ -198,14 +198,14 @@ def _course_beside_the_rest(request):
         return
     import torch
 
-    if not run._widened:
+    if run.beside_other_tests:
         request.config.stash[_COURSE] = {"run": run, "threads": (torch.get_num_threads(),
                                                                  os.environ.get("OMP_NUM_THREADS"))}
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"
     yield
     _restore_threads(request.config)
-    run.wait()
+    run.stop()  # after a full session every notebook has run; after -x or Ctrl-C, only the running one finishes
 
 
 def _restore_threads(config) -> None:

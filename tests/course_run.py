@@ -93,7 +93,7 @@ class CourseRun:
         self._width = jobs()
         self._slots = threading.Semaphore(1 if beside_other_tests else self._width)
         self._widened = not beside_other_tests
-        self._lock = threading.Lock()
+        self._lock, self._cancelled = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._main, name="course", daemon=True)
         self._thread.start()
 
@@ -110,10 +110,18 @@ class CourseRun:
                 for _ in range(self._width - 1):
                     self._slots.release()
 
+    @property
+    def beside_other_tests(self) -> bool:
+        """True until widen(): the notebooks share the machine with the other tests."""
+        return not self._widened
+
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def wait(self) -> None:
+    def stop(self) -> None:
+        """Start no more notebooks (a session that ends early, -x or Ctrl-C), wait for the running ones."""
+        self._cancelled.set()
+        self.widen()  # frees a waiting slot, so the scheduler sees the stop
         self._thread.join()
 
     def _run(self, name: str, course, alone: bool = False) -> None:
@@ -140,4 +148,8 @@ class CourseRun:
         with ThreadPoolExecutor(max_workers=self._width) as pool:
             for name in self.names[1:]:
                 self._slots.acquire()
+                if self._cancelled.is_set():
+                    self._slots.release()
+                    self.results[name].set_exception(RuntimeError(f"{name} not run: the session ended first"))
+                    continue
                 pool.submit(self._run, name, course)
